@@ -1,0 +1,247 @@
+"""Message builders: turn what is on disk or in memory into the server's content parts.
+
+>>> user("Compare", image("a.png"), video("clip.mp4", num_frames=8),
+...      scene(["v1.png", "v2.png"], labels=["front", "back"]), "what changed?")
+{'role': 'user', 'content': [{'type': 'text', 'text': 'Compare'}, {'type': 'image_url', ...}, ...]}
+
+Parts keep the order they are given in. Local media (paths, bytes, binary file objects, Pillow images)
+are sent inline as ``data:`` URLs whose media type is detected from the content (magic bytes), never
+from the file extension; ``http(s)://``, ``data:`` and ``file://`` strings are passed through as URLs
+(the server fetches them; ``file://`` only below its allowed media directory).
+
+Wire format (the server contract)::
+
+    {"type": "text", "text": ...}
+    {"type": "image_url", "image_url": {"url": ...}}
+    {"type": "video_url", "video_url": {"url": ..., "num_frames": 16, "fps": 2.0}}   # None fields omitted
+    {"type": "scene_views", "scene_views": {"urls": [...], "labels": [...]}}        # labels optional
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Sequence, Union
+
+from ._exceptions import MediaError
+from ._media import (
+    SNIFF_BYTES,
+    is_pil_image,
+    is_url,
+    media_kind,
+    pil_to_png_bytes,
+    read_source,
+    sniff_media_type,
+    to_data_url,
+)
+
+__all__ = ["text", "image", "video", "scene", "user", "system", "assistant", "message"]
+
+ContentPart = Dict[str, Any]
+Message = Dict[str, Any]
+# A path (str or PathLike), bytes / bytearray / memoryview, a binary file object, a PIL image or a URL string.
+ImageSource = Any
+VideoSource = Any
+
+
+def text(value: str) -> ContentPart:
+    """A text part: ``{"type": "text", "text": value}``."""
+    if not isinstance(value, str):
+        raise TypeError(f"text part must be str, not {type(value).__name__}")
+    return {"type": "text", "text": value}
+
+
+def _media_url(source: Any, want: Literal["image", "video"]) -> str:
+    """A URL for ``source``: URLs pass through, everything else becomes a ``data:`` URL of its bytes."""
+    if is_url(source):
+        return source
+    what = f"{want} {source!r}" if isinstance(source, (str, os.PathLike)) else want
+    if want == "image" and is_pil_image(source):
+        return to_data_url(pil_to_png_bytes(source), "image/png")
+    data = read_source(source, what)
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    kind = media_kind(media_type)
+    if kind is None:
+        raise MediaError(
+            f"{what}: unrecognised content (first bytes {data[:12]!r}); images must be PNG, JPEG, GIF, "
+            "WEBP, BMP or TIFF and videos MP4, MOV, WebM, MKV, AVI or MPEG-TS"
+        )
+    if kind != want:
+        raise MediaError(f"{what}: content is {media_type}, not an {want}" if want == "image"
+                         else f"{what}: content is {media_type}, not a {want}")
+    return to_data_url(data, media_type)  # type: ignore[arg-type]
+
+
+def image(source: ImageSource) -> ContentPart:
+    """An image part.
+
+    Args:
+        source: a file path (``str`` / ``os.PathLike``), image bytes, a binary file object, a Pillow
+            image (sent as lossless PNG; Pillow is optional and only used when you pass one), or a URL
+            string (``http(s)://``, ``data:``, ``file://``) that is passed through unchanged.
+
+    Returns:
+        ``{"type": "image_url", "image_url": {"url": ...}}`` with a ``data:`` URL for local content.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        MediaError: empty content, or content that is not PNG / JPEG / GIF / WEBP / BMP / TIFF.
+    """
+    return {"type": "image_url", "image_url": {"url": _media_url(source, "image")}}
+
+
+def video(source: VideoSource, *, num_frames: int | None = None, fps: float | None = None) -> ContentPart:
+    """A video part; the server samples frames from it, each frame costing one image (729 tokens).
+
+    Args:
+        source: a file path, video bytes, a binary file object, or a URL string (passed through).
+        num_frames: how many frames to sample uniformly over the duration (server default 16).
+        fps: sample at this rate (frames per second) instead; short clips give the frames they have.
+
+    Returns:
+        ``{"type": "video_url", "video_url": {"url": ..., "num_frames": ..., "fps": ...}}`` without the
+        fields that are ``None``.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        MediaError: content that is not MP4 / MOV / WebM / MKV / AVI / MPEG-TS.
+        ValueError: ``num_frames`` < 1 or ``fps`` <= 0.
+    """
+    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    body: Dict[str, Any] = {"url": _media_url(source, "video")}
+    if num_frames is not None:
+        body["num_frames"] = num_frames
+    if fps is not None:
+        body["fps"] = float(fps)
+    return {"type": "video_url", "video_url": body}
+
+
+def _natural_key(path: Path) -> List[Any]:
+    """Sort key so that ``view2.png`` comes before ``view10.png``."""
+    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", path.name)]
+
+
+def _scene_folder(folder: Path) -> List[Path]:
+    """The image files directly inside ``folder`` (content-detected, hidden files skipped), sorted."""
+    files = []
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        with open(entry, "rb") as fh:
+            if media_kind(sniff_media_type(fh.read(SNIFF_BYTES))) == "image":
+                files.append(entry)
+    if not files:
+        raise MediaError(f"scene folder {str(folder)!r} holds no image files")
+    return sorted(files, key=_natural_key)
+
+
+def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ContentPart:
+    """A 3D scene part: several views of one scene, in order, each view one image (729 tokens).
+
+    Args:
+        views: a folder (every image file directly inside it, detected by content, hidden files skipped,
+            in natural name order so ``view2`` precedes ``view10``), or a sequence of image sources (each
+            anything :func:`image` accepts).
+        labels: optional names of the views (e.g. camera names), one per view, in the same order; the
+            server writes each label as text before its view.
+
+    Returns:
+        ``{"type": "scene_views", "scene_views": {"urls": [...], "labels": [...]}}`` (no ``labels`` key
+        when none are given).
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: a folder path that does not exist.
+        MediaError: no views, a view that is not an image, or ``len(labels) != len(views)``.
+    """
+    if isinstance(views, (str, os.PathLike)) and not is_url(views):
+        folder = Path(views)
+        if not folder.exists():
+            raise FileNotFoundError(f"scene folder {str(folder)!r} does not exist")
+        if not folder.is_dir():
+            raise NotADirectoryError(f"scene(views=...) takes a folder or a list of views, got file {str(folder)!r}")
+        view_list: List[Any] = list(_scene_folder(folder))
+    elif isinstance(views, (str, bytes, bytearray)) or is_pil_image(views):
+        raise MediaError("scene(views=...) takes a folder or a sequence of views; wrap a single view in a list")
+    else:
+        view_list = list(views)
+    if not view_list:
+        raise MediaError("a scene needs at least one view")
+    urls = [_media_url(v, "image") for v in view_list]
+    body: Dict[str, Any] = {"urls": urls}
+    if labels is not None:
+        if isinstance(labels, str):
+            raise MediaError("labels must be a sequence of strings, one per view, not a single string")
+        labels = [str(label) for label in labels]
+        if len(labels) != len(urls):
+            raise MediaError(f"{len(labels)} labels for {len(urls)} views; give one label per view")
+        body["labels"] = labels
+    return {"type": "scene_views", "scene_views": body}
+
+
+def _parts(items: Sequence[Any]) -> List[ContentPart]:
+    parts: List[ContentPart] = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(text(item))
+        elif isinstance(item, dict) and isinstance(item.get("type"), str):
+            parts.append(item)
+        elif isinstance(item, (list, tuple)):
+            parts.extend(_parts(item))
+        else:
+            raise TypeError(
+                f"message parts must be str or parts built with text()/image()/video()/scene(), "
+                f"not {type(item).__name__}; wrap media in image(...) or video(...)"
+            )
+    return parts
+
+
+def message(role: str, *parts: Any) -> Message:
+    """A message ``{"role": role, "content": [...]}`` from strings (text parts) and built parts, in order.
+
+    Lists / tuples of parts are flattened in place.
+
+    Raises:
+        TypeError: a part that is neither a string nor a built part dict.
+    """
+    return {"role": role, "content": _parts(parts)}
+
+
+def user(*parts: Any) -> Message:
+    """A user message mixing text and media in the order given.
+
+    ``user("Compare", image("a.png"), video("clip.mp4", num_frames=8), "what changed?")``
+
+    Raises:
+        TypeError: a part that is neither a string nor a part built by :func:`image` / :func:`video` /
+            :func:`scene` / :func:`text` (pass a path through ``image(...)``, not bare).
+    """
+    return message("user", *parts)
+
+
+def _text_only(role: str, parts: Sequence[Any]) -> Message:
+    built = _parts(parts)
+    if any(p.get("type") != "text" for p in built):
+        raise TypeError(f"{role} messages take text only")
+    return {"role": role, "content": "\n".join(p["text"] for p in built)}
+
+
+def system(*parts: str) -> Message:
+    """A system message; text parts are joined with newlines into one string content.
+
+    Raises:
+        TypeError: a media part (system messages are text only).
+    """
+    return _text_only("system", parts)
+
+
+def assistant(*parts: str) -> Message:
+    """An assistant message (a previous answer, for multi-turn chats); text only, joined with newlines.
+
+    Raises:
+        TypeError: a media part.
+    """
+    return _text_only("assistant", parts)

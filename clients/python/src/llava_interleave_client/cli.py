@@ -1,0 +1,234 @@
+"""``interleave-chat``: ask the server one question with images, videos and 3D scenes from the shell.
+
+::
+
+    interleave-chat "Compare" --image a.png --video clip.mp4 --num-frames 8 \\
+        --scene v1.png,v2.png --labels front,back "what changed?"
+
+Content parts are sent in the order they appear on the command line (bare words and ``--text`` are text
+parts). ``--num-frames`` / ``--fps`` apply to the ``--video`` just before them (before any ``--video``
+they set the default of the following ones); ``--labels`` likewise to the preceding ``--scene``.
+The answer is streamed to stdout (``--no-stream`` waits for the whole answer). Errors go to stderr with
+exit code 1 (2 for usage errors, 130 when interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from ._client import Client
+from ._exceptions import InterleaveError
+from .builders import image, scene, system, user, video
+
+__all__ = ["main", "build_parser", "build_messages"]
+
+PROG = "interleave-chat"
+
+
+class _AppendPart(argparse.Action):
+    """Append ``(kind, value)`` to the single ordered ``parts`` list, so options keep their order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        parts = list(getattr(namespace, "parts", None) or [])
+        for value in values if isinstance(values, list) else [values]:  # the positional gives a list
+            spec: Dict[str, Any] = {"kind": self.dest, "value": value}
+            if self.dest == "video":
+                spec.update(num_frames=namespace.default_num_frames, fps=namespace.default_fps)
+            if self.dest == "scene":
+                spec["labels"] = None
+            parts.append(spec)
+        namespace.parts = parts
+
+
+class _Modify(argparse.Action):
+    """Set an option of the last ``--video`` / ``--scene`` before it, or the default of later ones."""
+
+    target = {"num_frames": "video", "fps": "video", "labels": "scene"}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        kind = self.target[self.dest]
+        if self.dest == "labels":
+            values = [v.strip() for v in values.split(",")]
+        for spec in reversed(getattr(namespace, "parts", None) or []):  # specs are per-namespace dicts
+            if spec["kind"] == kind:
+                spec[self.dest] = values
+                return
+        if kind == "scene":
+            parser.error("--labels must follow the --scene it names")
+        setattr(namespace, f"default_{self.dest}", values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``interleave-chat``."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Chat with a LLaVA-NeXT-Interleave server: text, images, videos and 3D scenes, "
+        "interleaved in the order given.",
+        epilog='example: interleave-chat "Compare" --image a.png --video clip.mp4 --num-frames 8 '
+        '--scene v1.png,v2.png "what changed?"',
+    )
+    p.set_defaults(parts=[], default_num_frames=None, default_fps=None)
+    g = p.add_argument_group("content (sent in command-line order)")
+    g.add_argument("text", nargs="*", action=_AppendPart, metavar="TEXT", help="text parts (bare words)")
+    g.add_argument("--text", "-t", dest="text", action=_AppendPart, metavar="TEXT", help="a text part")
+    g.add_argument("--image", "-i", action=_AppendPart, metavar="PATH|URL", help="an image file or URL")
+    g.add_argument("--video", "-v", action=_AppendPart, metavar="PATH|URL", help="a video file or URL")
+    g.add_argument("--num-frames", dest="num_frames", type=int, action=_Modify, metavar="N",
+                   help="frames to sample from the preceding --video (server default 16)")
+    g.add_argument("--fps", type=float, action=_Modify, metavar="F",
+                   help="sample the preceding --video at F frames per second instead")
+    g.add_argument("--scene", "-s", action=_AppendPart, metavar="V1,V2,...|DIR",
+                   help="a 3D scene: comma-separated views, or a folder of view images (sorted)")
+    g.add_argument("--labels", action=_Modify, metavar="L1,L2,...",
+                   help="labels of the views of the preceding --scene (comma-separated)")
+    g.add_argument("--system", metavar="TEXT", help="a system message")
+
+    c = p.add_argument_group("connection and sampling")
+    c.add_argument("--base-url", default=None, help="API root (default $INTERLEAVE_BASE_URL or http://127.0.0.1:8000/v1)")
+    c.add_argument("--api-key", default=None, help="API key (default $INTERLEAVE_API_KEY)")
+    c.add_argument("--model", "-m", default=None, help="model name (default: the first of GET /v1/models)")
+    c.add_argument("--max-tokens", type=int, default=None, metavar="N")
+    c.add_argument("--temperature", type=float, default=None)
+    c.add_argument("--top-p", type=float, default=None)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--image-placement", choices=["interleaved", "front"], default=None)
+    c.add_argument("--no-stream", dest="stream", action="store_false", help="wait for the whole answer")
+    c.add_argument("--usage", action="store_true", help="print token usage to stderr at the end")
+    c.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    c.add_argument("--max-retries", type=int, default=2, metavar="N")
+    return p
+
+
+def _normalize_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
+    """Rewrite bare words as ``--text WORD`` so that argparse keeps them in their command-line place.
+
+    (argparse would otherwise collect all positionals in one group, losing their order among options.)
+    """
+    takes_value = {
+        opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings
+    }
+    out: List[str] = []
+    it = iter(argv)
+    for tok in it:
+        if tok == "--":
+            for rest in it:
+                out.append(f"--text={rest}")
+            break
+        if tok.startswith("-") and tok != "-" and not _is_number(tok):
+            out.append(tok)
+            name = tok.split("=", 1)[0]
+            if "=" not in tok and _match(parser, name) in takes_value:
+                nxt = next(it, None)
+                if nxt is not None:
+                    out.append(nxt)
+            continue
+        out.append(f"--text={tok}")
+    return out
+
+
+def _match(parser: argparse.ArgumentParser, name: str) -> str:
+    """The full option string for ``name`` (argparse accepts unambiguous prefixes of long options)."""
+    opts = [o for a in parser._actions for o in a.option_strings]
+    if name in opts:
+        return name
+    if name.startswith("--"):
+        candidates = [o for o in opts if o.startswith(name)]
+        if len(candidates) == 1:
+            return candidates[0]
+    return name
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+        return True
+    except ValueError:
+        return False
+
+
+def build_messages(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The messages for parsed arguments (reads the media files).
+
+    Raises:
+        FileNotFoundError, MediaError: unreadable or unsupported media.
+    """
+    parts: List[Any] = []
+    for spec in args.parts:
+        kind, value = spec["kind"], spec["value"]
+        if kind == "text":
+            parts.append(value)
+        elif kind == "image":
+            parts.append(image(value))
+        elif kind == "video":
+            parts.append(video(value, num_frames=spec.get("num_frames"), fps=spec.get("fps")))
+        elif kind == "scene":
+            views: Any = value
+            if "," in value or not os.path.isdir(value):
+                views = [v.strip() for v in value.split(",") if v.strip()]
+            parts.append(scene(views, labels=spec.get("labels")))
+    messages = [system(args.system)] if args.system else []
+    messages.append(user(*parts))
+    return messages
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(_normalize_argv(parser, list(sys.argv[1:] if argv is None else argv)))
+    if not args.parts:
+        parser.error("nothing to send: give a prompt and/or --image / --video / --scene")
+    out, err = sys.stdout, sys.stderr
+    try:
+        messages = build_messages(args)
+        kwargs: Dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
+        with Client(base_url=args.base_url, api_key=args.api_key, max_retries=args.max_retries, **kwargs) as client:
+            model = args.model
+            if not model:
+                models = client.models.list()
+                if not models.data:
+                    raise InterleaveError("the server lists no models; pass --model")
+                model = models.data[0].id
+            request = dict(
+                model=model, messages=messages, max_tokens=args.max_tokens, temperature=args.temperature,
+                top_p=args.top_p, seed=args.seed, image_placement=args.image_placement,
+            )
+            usage = None
+            if args.stream:
+                stream = client.chat.completions.create(
+                    **request, stream=True, stream_options={"include_usage": True} if args.usage else None
+                )
+                with stream:
+                    for chunk in stream:
+                        for choice in chunk.choices:
+                            if choice.delta.content:
+                                out.write(choice.delta.content)
+                                out.flush()
+                        usage = chunk.usage or usage
+                out.write("\n")
+            else:
+                completion = client.chat.completions.create(**request)
+                out.write((completion.choices[0].message.content or "") + "\n")
+                usage = completion.usage
+            out.flush()
+            if args.usage and usage is not None:
+                err.write(
+                    f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+                    f"total {usage.total_tokens} tokens\n"
+                )
+        return 0
+    except KeyboardInterrupt:
+        err.write("\ninterrupted\n")
+        return 130
+    except (InterleaveError, OSError, ValueError, TypeError) as exc:
+        out.flush()
+        err.write(f"{PROG}: error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
