@@ -1,0 +1,33 @@
+"""Shared fixtures: small real media files (Pillow / PyAV) written once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # sdk_stub_server / sdk_media helpers
+
+from sdk_media import make_images, make_videos  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sdk-media")
+
+
+@pytest.fixture(scope="session")
+def images(media_dir: Path) -> Dict[str, Path]:
+    """One small image per supported format, keyed by format name (png, jpeg, gif, webp, bmp, tiff)."""
+    pytest.importorskip("PIL")
+    return make_images(media_dir / "images")
+
+
+@pytest.fixture(scope="session")
+def videos(media_dir: Path) -> Dict[str, Path]:
+    """One tiny clip per supported container (mp4, mov, mkv, webm, avi, ts), keyed by container name."""
+    pytest.importorskip("av")
+    return make_videos(media_dir / "videos")
