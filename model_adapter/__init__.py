@@ -1,0 +1,45 @@
+"""vLLM out-of-tree plugin for LLaVA-NeXT-Interleave (arXiv 2407.07895).
+
+SigLIP vision tower + two-layer GELU MLP projector + Qwen1.5 (``qwen2``) language model, served by
+vLLM for two modalities: ``image`` (one 384x384 image -> 729 visual tokens) and ``video`` (an array of
+frames, each frame encoded like an image, placeholders laid out exactly as consecutive images).
+
+Importing this package does not import vLLM: :func:`register` registers the model by a lazy
+``"module:Class"`` string, as vLLM's own plugins do, so the server's lightweight modules and the
+checkpoint builder can import ``model_adapter`` on machines without an engine.
+"""
+
+from __future__ import annotations
+
+ARCHITECTURE = "LlavaInterleaveForConditionalGeneration"
+"""The architecture name our adapter registers in vLLM's model registry."""
+
+_MODEL_CLASS_PATH = "model_adapter.model:LlavaInterleaveForConditionalGeneration"
+
+
+def hf_overrides() -> dict[str, list[str]]:
+    """Engine ``hf_overrides`` that route any LLaVA-Interleave HF checkpoint to this adapter.
+
+    The published checkpoints say ``architectures: ["LlavaForConditionalGeneration"]``; overriding the
+    architecture at load time means their ``config.json`` needs no edit.
+
+    Returns:
+        ``{"architectures": ["LlavaInterleaveForConditionalGeneration"]}``.
+    """
+    return {"architectures": [ARCHITECTURE]}
+
+
+def register() -> None:
+    """Register the adapter with vLLM's model registry (idempotent).
+
+    Called by vLLM in every process through the ``vllm.general_plugins`` entry point; safe to call
+    again. Registration is by lazy string, so the model module (and torch kernels) load only when an
+    engine actually builds the model.
+    """
+    from vllm import ModelRegistry
+
+    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(ARCHITECTURE, _MODEL_CLASS_PATH)
+
+
+__all__ = ["ARCHITECTURE", "hf_overrides", "register"]
