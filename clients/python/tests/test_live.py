@@ -1,0 +1,256 @@
+"""Live tests of the SDK against a running server.
+
+Set ``INTERLEAVE_TEST_BASE_URL`` (e.g. ``http://127.0.0.1:8000/v1``) to run them; without it they are
+skipped (and only then). ``INTERLEAVE_TEST_API_KEY`` is sent if the server needs a key.
+
+Written for the built-in tiny model: random weights, so answers are gibberish but deterministic at
+temperature 0 with a fixed seed; every image (video frame, scene view) costs 729 prompt tokens. The module
+is self-contained (its own fixtures; media generated with Pillow / PyAV), so the top-level suite can run
+it by path: ``INTERLEAVE_TEST_BASE_URL=... pytest clients/python/tests/test_live.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llava_interleave_client as sdk
+from llava_interleave_client import image, scene, system, user, video
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sdk_media import make_image, make_video  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+BASE_URL = os.environ.get("INTERLEAVE_TEST_BASE_URL")
+API_KEY = os.environ.get("INTERLEAVE_TEST_API_KEY") or "no-key"
+TOKENS_PER_IMAGE = 729
+SEED = 1234
+GREEDY = dict(temperature=0, seed=SEED, max_tokens=8)
+
+requires_server = pytest.mark.skipif(not BASE_URL, reason="set INTERLEAVE_TEST_BASE_URL to run live SDK tests")
+
+
+@pytest.fixture(scope="module")
+def live_client():
+    if not BASE_URL:
+        pytest.skip("set INTERLEAVE_TEST_BASE_URL to run live SDK tests")
+    with sdk.Client(base_url=BASE_URL, api_key=API_KEY, timeout=300) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def live_model(live_client) -> str:
+    models = live_client.models.list()
+    assert models.data, "GET /v1/models lists no model"
+    return models.data[0].id
+
+
+@pytest.fixture(scope="module")
+def live_media(tmp_path_factory):
+    """Small real media: two PNGs, a JPEG, an 8-frame MP4 (4 fps) and a 3-view scene folder."""
+    if not BASE_URL:
+        pytest.skip("set INTERLEAVE_TEST_BASE_URL to run live SDK tests")
+    pytest.importorskip("PIL")
+    pytest.importorskip("av")
+    d = tmp_path_factory.mktemp("live-media")
+    views = d / "scene"
+    views.mkdir()
+    for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        make_image(views / f"view{i}.png", "PNG", color=color, size=(64, 48))
+    return {
+        "red": make_image(d / "red.png", "PNG", color=(220, 20, 20), size=(96, 64)),
+        "blue": make_image(d / "blue.png", "PNG", color=(20, 20, 220), size=(64, 96)),
+        "jpeg": make_image(d / "photo.jpg", "JPEG", color=(20, 200, 20), size=(80, 80)),
+        "clip": make_video(d / "clip.mp4", "mp4", "libx264", frames=8, fps=4),
+        "scene": views,
+    }
+
+
+def _ask(client, model, *parts, **kw):
+    return client.chat.completions.create(model=model, messages=[user(*parts)], **{**GREEDY, **kw})
+
+
+def _text(completion) -> str:
+    return completion.choices[0].message.content or ""
+
+
+# --- builders, sync ------------------------------------------------------------------------------------
+
+
+@requires_server
+def test_models_list(live_client):
+    models = live_client.models.list()
+    assert all(isinstance(m, sdk.Model) and m.id for m in models)
+
+
+@requires_server
+def test_text_only(live_client, live_model):
+    out = _ask(live_client, live_model, "Say something.")
+    assert isinstance(out, sdk.ChatCompletion) and out.model
+    assert out.choices[0].finish_reason in ("stop", "length")
+    assert out.usage.prompt_tokens > 0 and out.usage.completion_tokens > 0
+    assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+
+@requires_server
+def test_image_costs_729_tokens(live_client, live_model, live_media):
+    one = _ask(live_client, live_model, "Describe", image(live_media["red"]))
+    two = _ask(live_client, live_model, "Describe", image(live_media["red"]), image(live_media["blue"]))
+    assert one.usage.prompt_tokens >= TOKENS_PER_IMAGE
+    # the second image adds its 729 visual tokens (plus at most a few separator tokens of the template)
+    assert TOKENS_PER_IMAGE <= two.usage.prompt_tokens - one.usage.prompt_tokens <= TOKENS_PER_IMAGE + 8
+
+
+@requires_server
+def test_image_sources_agree(live_client, live_model, live_media):
+    """Path, bytes, file object and PIL image (same pixels, lossless) give the same greedy answer."""
+    Image = pytest.importorskip("PIL.Image")
+    path = live_media["red"]
+    by_path = _text(_ask(live_client, live_model, "Describe", image(path)))
+    assert _text(_ask(live_client, live_model, "Describe", image(path.read_bytes()))) == by_path
+    with open(path, "rb") as fh:
+        assert _text(_ask(live_client, live_model, "Describe", image(fh))) == by_path
+    with Image.open(path) as img:
+        assert _text(_ask(live_client, live_model, "Describe", image(img.copy()))) == by_path
+    out = _ask(live_client, live_model, "Describe", image(live_media["jpeg"]))
+    assert out.usage.prompt_tokens >= TOKENS_PER_IMAGE
+
+
+@requires_server
+def test_video_num_frames_and_fps(live_client, live_model, live_media):
+    clip = live_media["clip"]
+    four = _ask(live_client, live_model, "What happens?", video(clip, num_frames=4))
+    two = _ask(live_client, live_model, "What happens?", video(clip, num_frames=2))
+    assert four.usage.prompt_tokens >= 4 * TOKENS_PER_IMAGE
+    assert four.usage.prompt_tokens - two.usage.prompt_tokens >= 2 * TOKENS_PER_IMAGE
+    by_fps = _ask(live_client, live_model, "What happens?", video(clip, fps=1))  # a 2 s clip: about 2 frames
+    assert TOKENS_PER_IMAGE <= by_fps.usage.prompt_tokens < four.usage.prompt_tokens
+
+
+@requires_server
+def test_scene_folder_and_labels(live_client, live_model, live_media):
+    plain = _ask(live_client, live_model, "Where is the camera?", scene(live_media["scene"]))
+    labelled = _ask(live_client, live_model, "Where is the camera?",
+                    scene(live_media["scene"], labels=["front", "left", "back"]))
+    assert plain.usage.prompt_tokens >= 3 * TOKENS_PER_IMAGE
+    assert labelled.usage.prompt_tokens > plain.usage.prompt_tokens  # labels are written as text
+
+
+@requires_server
+def test_everything_interleaved_in_one_message(live_client, live_model, live_media):
+    out = live_client.chat.completions.create(
+        model=live_model,
+        messages=[
+            system("You are a helpful assistant."),
+            user("Compare", image(live_media["red"]), video(live_media["clip"], num_frames=2),
+                 scene([live_media["red"], live_media["blue"]], labels=["front", "back"]), "what changed?"),
+        ],
+        **GREEDY,
+    )
+    assert out.usage.prompt_tokens >= 5 * TOKENS_PER_IMAGE  # 1 image + 2 frames + 2 views
+    for placement in ("interleaved", "front"):
+        again = _ask(live_client, live_model, "Compare", image(live_media["red"]), "and", image(live_media["blue"]),
+                     image_placement=placement)
+        assert again.usage.prompt_tokens >= 2 * TOKENS_PER_IMAGE
+
+
+@requires_server
+def test_n_and_logprobs(live_client, live_model):
+    out = _ask(live_client, live_model, "Hello", n=2, logprobs=True, top_logprobs=2, temperature=1.0)
+    assert [c.index for c in out.choices] == [0, 1]
+    lp = out.choices[0].logprobs.content
+    assert lp and all(len(t.top_logprobs) <= 2 for t in lp)
+
+
+# --- streaming, async ----------------------------------------------------------------------------------
+
+
+@requires_server
+def test_stream_matches_non_stream(live_client, live_model, live_media):
+    parts = ("Describe", image(live_media["red"]))
+    whole = _ask(live_client, live_model, *parts)
+    with _ask(live_client, live_model, *parts, stream=True, stream_options={"include_usage": True}) as stream:
+        chunks = list(stream)
+    assert stream.closed
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == _text(whole)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+@requires_server
+def test_stream_closed_early(live_client, live_model):
+    stream = _ask(live_client, live_model, "Count to one hundred.", stream=True, max_tokens=64)
+    next(iter(stream))
+    stream.close()
+    assert stream.closed
+    assert _ask(live_client, live_model, "Still alive?").choices  # the server carries on
+
+
+@requires_server
+@pytest.mark.asyncio
+async def test_async_matches_sync(live_client, live_model, live_media):
+    parts = ("Compare", image(live_media["red"]), video(live_media["clip"], num_frames=2))
+    expected = _text(_ask(live_client, live_model, *parts))
+    async with sdk.AsyncClient(base_url=BASE_URL, api_key=API_KEY, timeout=300) as client:
+        out = await client.chat.completions.create(model=live_model, messages=[user(*parts)], **GREEDY)
+        assert _text(out) == expected
+        stream = await client.chat.completions.create(model=live_model, messages=[user(*parts)], stream=True, **GREEDY)
+        async with stream:
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == expected and stream.closed
+
+
+# --- same answer through the official openai client ----------------------------------------------------
+
+
+@requires_server
+def test_same_answer_as_openai_client(live_client, live_model, live_media):
+    openai = pytest.importorskip("openai")
+    messages = [user("Describe", image(live_media["red"]), "and", video(live_media["clip"], num_frames=2))]
+    ours = live_client.chat.completions.create(model=live_model, messages=messages, **GREEDY)
+    oai = openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0)
+    theirs = oai.chat.completions.create(model=live_model, messages=messages, **GREEDY)
+    assert theirs.choices[0].message.content == _text(ours)
+    assert theirs.usage.prompt_tokens == ours.usage.prompt_tokens
+    assert theirs.usage.completion_tokens == ours.usage.completion_tokens
+    with oai.chat.completions.create(model=live_model, messages=messages, stream=True, **GREEDY) as stream:
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == _text(ours)
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+
+@requires_server
+def test_context_overflow_is_a_bad_request(live_client, live_model):
+    with pytest.raises(sdk.BadRequestError) as info:
+        _ask(live_client, live_model, "hi", max_tokens=10_000_000)
+    assert info.value.status_code == 400 and info.value.message
+
+
+@requires_server
+def test_unreadable_image_is_a_bad_request(live_client, live_model):
+    with pytest.raises(sdk.BadRequestError):
+        _ask(live_client, live_model, "hi", image("data:image/png;base64,bm90IGFuIGltYWdl"))
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+@requires_server
+def test_cli_streams_and_matches_sdk(live_client, live_model, live_media):
+    exe = Path(sys.executable).with_name("interleave-chat")
+    expected = _text(_ask(live_client, live_model, "Describe", image(live_media["red"])))
+    cmd = [str(exe), "Describe", "--image", str(live_media["red"]), "--base-url", BASE_URL, "--api-key", API_KEY,
+           "--model", live_model, "--temperature", "0", "--seed", str(SEED), "--max-tokens", "8"]
+    for extra in ([], ["--no-stream"]):
+        proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == expected + "\n"
