@@ -1,0 +1,209 @@
+"""The FastAPI app: lifespan (engine start in the background, clean shutdown), middleware, errors.
+
+The engine starts after the app begins serving, so ``/health`` answers at once and ``/ready`` says 503
+until the model is loaded. :func:`create_app` takes the model loader and the media loader factory as
+arguments, which is how the unit tests put a fake engine behind the real HTTP layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.chat import ChatService
+from server.errors import APIError, format_loc, invalid_request
+from server.generation import InferenceEngine
+from server.lifecycle import AppState
+from server.metrics import ServerMetrics, default_metrics
+from server.middleware import RequestContextMiddleware
+from server.prompt import PromptBuilder, PromptLimits
+from server.routes import router
+from server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+ModelLoader = Callable[[ServerSettings], tuple[InferenceEngine, PromptBuilder]]
+"""Builds the engine and the prompt builder (runs in a worker thread; may block for a while)."""
+
+MediaLoaderFactory = Callable[[ServerSettings], object]
+"""Builds the media loader (``load_image`` / ``load_video`` / ``aclose``) inside the event loop."""
+
+
+def resolve_model_path(settings: ServerSettings) -> Path:
+    """The checkpoint folder: ``settings.model``, or the built-in tiny random-weight checkpoint."""
+    if settings.model:
+        return Path(settings.model)
+    from model_adapter.checkpoint import ensure_tiny_checkpoint
+
+    path = Path(ensure_tiny_checkpoint())
+    logger.warning(
+        "No --model given: serving the built-in TINY checkpoint at %s. Its weights are RANDOM: "
+        "outputs are meaningless text (for tests and demos only).",
+        path,
+    )
+    return path
+
+
+def load_vllm_model(settings: ServerSettings) -> tuple[InferenceEngine, PromptBuilder]:
+    """The production loader: resolve the checkpoint, load its tokenizer, start vLLM."""
+    from server.engine import VLLMEngine  # the only server module that imports vLLM
+
+    path = resolve_model_path(settings)
+    builder = PromptBuilder.from_pretrained(path, default_system_prompt=settings.default_system_prompt)
+    engine = VLLMEngine.start(settings, path)
+    return engine, builder
+
+
+def default_media_loader(settings: ServerSettings) -> object:
+    """The media engineer's :class:`server.media.MediaLoader` configured from the settings."""
+    from server.media import MediaLimits, MediaLoader
+
+    limits = MediaLimits(
+        max_media_bytes=settings.max_media_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        fetch_timeout_seconds=settings.fetch_timeout_seconds,
+        allowed_media_dir=settings.allowed_media_dir,
+        allowed_remote_hosts=tuple(settings.allowed_remote_hosts),
+        max_frames=max(1, settings.max_frames_per_request),
+    )
+    return MediaLoader(limits, max_workers=settings.media_workers)
+
+
+def prompt_limits(settings: ServerSettings) -> PromptLimits:
+    return PromptLimits(
+        max_images=settings.max_images_per_request,
+        max_frames=settings.max_frames_per_request,
+        max_views=settings.max_views_per_request,
+        default_num_frames=settings.default_num_frames,
+    )
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    model_loader: ModelLoader = load_vllm_model,
+    media_loader_factory: MediaLoaderFactory = default_media_loader,
+    metrics: ServerMetrics | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Args:
+        settings: the configuration.
+        model_loader: starts the engine (default: vLLM with the adapter).
+        media_loader_factory: builds the media loader.
+        metrics: metrics to use (default: the process-wide ones in prometheus' default registry,
+            where vLLM registers its own).
+        on_fatal: called if the engine cannot start (the CLI exits non-zero).
+    """
+    state = AppState(settings=settings, metrics=metrics or default_metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        media_loader = media_loader_factory(settings)
+        state.media_loader = media_loader
+        load_task = asyncio.create_task(_load(state, model_loader, media_loader, on_fatal))
+        try:
+            yield
+        finally:
+            if state.phase != "failed":
+                state.phase = "stopped"
+            if not load_task.done():
+                # The loader runs in a thread that cannot be interrupted; wait for it so the engine
+                # it starts is shut down rather than leaked.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(load_task)
+            if state.engine is not None:
+                logger.info("shutting down the engine")
+                await asyncio.to_thread(state.engine.shutdown)
+            aclose = getattr(media_loader, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    app = FastAPI(
+        title="LLaVA-NeXT-Interleave server",
+        description="OpenAI-compatible chat completions with interleaved images, videos and 3D scenes.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.interleave = state
+    app.include_router(router)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        metrics=state.metrics,
+        on_chat_start=state.request_started,
+        on_chat_end=state.request_finished,
+    )
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        loc = [x for x in (errors[0].get("loc", ()) if errors else ()) if x not in ("body", "query", "path")]
+        err = invalid_request(str(errors[0].get("msg")) if errors else "Invalid request.", param=format_loc(loc))
+        return JSONResponse(err.to_dict(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = APIError(
+            exc.status_code,
+            str(exc.detail),
+            type="not_found_error" if exc.status_code == 404 else "invalid_request_error",
+        )
+        return JSONResponse(err.to_dict(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    return app
+
+
+async def _load(
+    state: AppState,
+    model_loader: ModelLoader,
+    media_loader: object,
+    on_fatal: Callable[[BaseException], None] | None,
+) -> None:
+    settings = state.settings
+    try:
+        engine, builder = await asyncio.to_thread(model_loader, settings)
+    except Exception as exc:  # noqa: BLE001 - reported, and the process told to exit
+        logger.exception("the engine failed to start")
+        state.phase = "failed"
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        if on_fatal is not None:
+            on_fatal(exc)
+        return
+    state.engine = engine
+    state.service = ChatService(
+        engine,
+        media_loader,
+        builder,
+        prompt_limits(settings),
+        state.metrics,
+        default_max_tokens=settings.default_max_tokens,
+    )
+    if state.phase == "loading":
+        state.phase = "ready"
+        logger.info(
+            "ready: model %s (max_model_len %d, %d tokens per image)",
+            engine.served_model_name,
+            engine.max_model_len,
+            builder.tokens_per_image,
+        )
+    elif state.phase == "stopped":
+        await asyncio.to_thread(engine.shutdown)
+        state.engine = None

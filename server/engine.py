@@ -1,0 +1,197 @@
+"""vLLM ``AsyncLLM`` behind the :class:`~server.generation.InferenceEngine` interface.
+
+The ONLY server module that imports vLLM. One engine per process serves every request through vLLM's
+continuous batching; requests go in as ``TokensPrompt`` with one ``<image>`` id per image (frames and
+scene views are images too) and come out as DELTA outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+import model_adapter
+from server.generation import (
+    CompletionDelta,
+    EngineFailure,
+    EngineRequestError,
+    EngineStep,
+    SamplingOptions,
+    TokenLogprobInfo,
+)
+from server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+TINY_SERVED_NAME = "llava-interleave-tiny-random"
+
+
+def served_model_name(settings: ServerSettings, model_path: Path) -> str:
+    """``--served-model-name``, else the checkpoint folder's name (the built-in tiny model:
+    ``llava-interleave-tiny-random``)."""
+    if settings.served_model_name:
+        return settings.served_model_name
+    if not settings.model:
+        return TINY_SERVED_NAME
+    return Path(settings.model).name or str(settings.model)
+
+
+def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
+    """``AsyncEngineArgs`` from the settings (the adapter's ``hf_overrides`` included)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = dict(
+        model=str(model_path),
+        served_model_name=[served_model_name(settings, model_path)],
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        data_parallel_size=settings.data_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        limit_mm_per_prompt={"image": settings.limit_images_per_prompt, "video": 0},
+        enable_prefix_caching=settings.enable_prefix_caching,
+        seed=settings.seed,
+        hf_overrides=model_adapter.hf_overrides(),
+        disable_log_stats=settings.disable_log_stats,
+        enforce_eager=settings.enforce_eager,
+        enable_log_requests=False,
+    )
+    if settings.max_num_seqs is not None:
+        kwargs["max_num_seqs"] = settings.max_num_seqs
+    return AsyncEngineArgs(**kwargs)
+
+
+class VLLMEngine:
+    """An ``AsyncLLM`` running the LLaVA-Interleave adapter.
+
+    Attributes:
+        model_path: the checkpoint folder.
+        served_model_name: the name in responses.
+        max_model_len: the engine's context length in tokens.
+    """
+
+    def __init__(self, llm: Any, model_path: Path, served_model_name: str, max_model_len: int) -> None:
+        self.llm = llm
+        self.model_path = model_path
+        self.served_model_name = served_model_name
+        self.max_model_len = max_model_len
+        self._tokenizer = None
+
+    @classmethod
+    def start(cls, settings: ServerSettings, model_path: Path) -> VLLMEngine:
+        """Create the engine (blocks while vLLM starts its engine core: ~20 s for the tiny model on CPU).
+
+        Raises:
+            Exception: whatever vLLM raises when it cannot start.
+        """
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        model_adapter.register()
+        args = build_engine_args(settings, model_path)
+        logger.info("starting vLLM AsyncLLM for %s", model_path)
+        llm = AsyncLLM.from_engine_args(args)
+        return cls(llm, model_path, served_model_name(settings, model_path), int(llm.model_config.max_model_len))
+
+    @property
+    def is_dead(self) -> bool:
+        return bool(self.llm.errored)
+
+    def _sampling_params(self, options: SamplingOptions) -> Any:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        return SamplingParams(
+            n=options.n,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            stop=list(options.stop) or None,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            logprobs=options.logprobs,
+            output_kind=RequestOutputKind.DELTA,
+            skip_special_tokens=True,
+        )
+
+    async def generate(
+        self,
+        request_id: str,
+        prompt_token_ids: Sequence[int],
+        images: Sequence[Image.Image],
+        options: SamplingOptions,
+    ) -> AsyncIterator[EngineStep]:
+        """See :meth:`server.generation.InferenceEngine.generate`."""
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
+        from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+        prompt: dict[str, Any] = {"prompt_token_ids": list(prompt_token_ids)}
+        if images:
+            prompt["multi_modal_data"] = {"image": list(images)}
+        params = self._sampling_params(options)
+        want_logprobs = options.logprobs is not None
+        try:
+            async for out in self.llm.generate(TokensPrompt(**prompt), params, request_id):
+                prompt_tokens = len(out.prompt_token_ids or ())
+                deltas = [
+                    CompletionDelta(
+                        index=c.index,
+                        text=c.text,
+                        num_tokens=len(c.token_ids),
+                        logprobs=self._logprobs(c, options.logprobs or 0) if want_logprobs else None,
+                        finish_reason=c.finish_reason,
+                    )
+                    for c in out.outputs
+                ]
+                yield EngineStep(prompt_tokens=prompt_tokens, deltas=deltas, finished=out.finished)
+        except (VLLMValidationError, VLLMClientError, ValueError) as exc:
+            raise EngineRequestError(str(exc)) from exc
+        except (EngineDeadError, EngineGenerateError) as exc:
+            cause = exc.__cause__ or exc
+            raise EngineFailure(f"{type(cause).__name__}: {cause}") from exc
+
+    def _decode(self, token_id: int) -> str:
+        if self._tokenizer is None:
+            self._tokenizer = self.llm.get_tokenizer()
+        return self._tokenizer.decode([token_id])
+
+    def _logprobs(self, completion: Any, top_k: int) -> tuple[TokenLogprobInfo, ...]:
+        """OpenAI-style logprobs of the new tokens: the sampled token and its ``top_k`` best
+        alternatives (vLLM returns the sampled token plus the top-k by rank)."""
+        result = []
+        for pos, token_id in enumerate(completion.token_ids):
+            entries = completion.logprobs[pos] if completion.logprobs is not None and pos < len(completion.logprobs) else None
+            if not entries:
+                result.append(TokenLogprobInfo(token=self._decode(token_id), logprob=math.nan))
+                continue
+            chosen = entries.get(token_id)
+            chosen_token = (chosen.decoded_token if chosen and chosen.decoded_token is not None else None) or self._decode(token_id)
+            ranked = sorted(
+                ((tid, lp) for tid, lp in entries.items() if lp.rank is not None and lp.rank <= top_k),
+                key=lambda item: item[1].rank,
+            )
+            top = tuple(
+                (lp.decoded_token if lp.decoded_token is not None else self._decode(tid), float(lp.logprob))
+                for tid, lp in ranked[:top_k]
+            )
+            result.append(
+                TokenLogprobInfo(token=chosen_token, logprob=float(chosen.logprob) if chosen else math.nan, top=top)
+            )
+        return tuple(result)
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a request by its external id (all its ``n`` children)."""
+        await self.llm.abort(request_id)
+
+    def shutdown(self) -> None:
+        """Stop the engine core process and free its resources."""
+        try:
+            self.llm.shutdown()
+        except Exception:
+            logger.exception("engine shutdown failed")

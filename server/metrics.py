@@ -1,0 +1,93 @@
+"""Prometheus metrics of the HTTP layer (prometheus-client), exposed with vLLM's own at ``GET /metrics``.
+
+vLLM's v1 stat loggers register their ``vllm:*`` metrics in prometheus-client's default registry in
+the API process; :class:`ServerMetrics` registers ours in the same registry by default, so one scrape
+returns both.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+PREFIX = "interleave"
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DECODE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServerMetrics:
+    """The server's metrics (units in the names: ``_seconds``, ``_total``).
+
+    - ``interleave_requests_total{endpoint, status}``: finished HTTP requests by status code.
+    - ``interleave_request_duration_seconds{endpoint}``: request latency (for streams: until the
+      last event).
+    - ``interleave_time_to_first_token_seconds``: request arrival -> first generated token.
+    - ``interleave_inter_token_latency_seconds``: between consecutive generated-token outputs of a
+      choice (divided by the tokens in the output).
+    - ``interleave_prompt_tokens_total`` / ``interleave_generation_tokens_total``: tokens processed
+      (prompt tokens include the visual tokens).
+    - ``interleave_media_items_total{kind}`` and ``interleave_media_decode_seconds{kind}``: decoded
+      images, videos, scene views (kind = image / video / scene_view), and fetch+decode time.
+    - ``interleave_requests_in_flight``: chat requests being served (gauge).
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        p = PREFIX
+        self.requests = Counter(
+            f"{p}_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=registry
+        )
+        self.request_duration = Histogram(
+            f"{p}_request_duration_seconds",
+            "HTTP request latency in seconds (streams: until the last event).",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            f"{p}_time_to_first_token_seconds",
+            "Seconds from request arrival to the first generated token.",
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.itl = Histogram(
+            f"{p}_inter_token_latency_seconds",
+            "Seconds between consecutive generated tokens of a choice.",
+            buckets=_ITL_BUCKETS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            f"{p}_prompt_tokens", "Prompt tokens processed (visual tokens included).", registry=registry
+        )
+        self.generation_tokens = Counter(f"{p}_generation_tokens", "Generated tokens.", registry=registry)
+        self.media_items = Counter(
+            f"{p}_media_items", "Media items decoded, by kind (image, video, scene_view).", ["kind"], registry=registry
+        )
+        self.media_decode_seconds = Histogram(
+            f"{p}_media_decode_seconds",
+            "Seconds to fetch and decode one media item, by kind.",
+            ["kind"],
+            buckets=_DECODE_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{p}_requests_in_flight", "Chat completion requests being served.", registry=registry
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text of the whole registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_default: ServerMetrics | None = None
+
+
+def default_metrics() -> ServerMetrics:
+    """The process-wide metrics in prometheus-client's default registry (created once)."""
+    global _default
+    if _default is None:
+        _default = ServerMetrics(REGISTRY)
+    return _default

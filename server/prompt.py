@@ -1,0 +1,342 @@
+"""Conversation -> prompt token ids + media plan, and the token budget.
+
+The prompt is the reference ChatML conversation of LLaVA-NeXT-Interleave (template ``qwen_1_5``)::
+
+    <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n<|im_start|>user\\n<image>\\n{text}<|im_end|>\\n<|im_start|>assistant\\n
+
+built as token ids, never by tokenizing one rendered string: the chat markers and the image
+placeholders are inserted as ids, and all text between them (user text included) is encoded with
+``split_special_tokens=True``, so a user who types ``<image>`` or ``<|im_end|>`` gets plain text that
+never binds to media or ends a turn. Text is split only at those inserted ids, which is where the
+tokenizer itself splits a rendered string, so for ordinary text the ids equal those of the rendered
+string.
+
+Visual parts (one placeholder = one ``<image>`` id; vLLM expands each to 729 tokens):
+
+- ``image_url``: ``<image>\\n``
+- ``video_url`` with T sampled frames: ``<image>`` x T (nothing between frames), then ``\\n``
+- ``scene_views`` with V views: per view ``{label}: <image>\\n`` (``<image>\\n`` without a label)
+
+``image_placement="interleaved"`` (default) writes each part where it stands; ``"front"`` writes every
+visual part of a message first, then the message's text parts concatenated, which for text and images
+is exactly what the published checkpoints' ``chat_template.json`` renders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from server.errors import invalid_request
+from server.schemas import (
+    ChatCompletionRequest,
+    ImageURLPart,
+    SceneViewsPart,
+    TextPart,
+    VideoURLPart,
+)
+
+MediaKind = Literal["image", "video", "scene"]
+
+
+class Tokenizer(Protocol):
+    """The part of a transformers tokenizer we use."""
+
+    def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """Per-request media limits (from the settings).
+
+    Attributes:
+        max_images: image_url parts per request.
+        max_frames: sampled video frames per request (also the max ``num_frames`` of one video).
+        max_views: scene views per request.
+        default_num_frames: frames of a video part without ``num_frames``.
+    """
+
+    max_images: int
+    max_frames: int
+    max_views: int
+    default_num_frames: int = 16
+
+
+@dataclass(frozen=True)
+class MediaRequest:
+    """One visual part of the conversation, in prompt order.
+
+    Attributes:
+        kind: ``image``, ``video`` or ``scene``.
+        message_index, part_index: where the part stands in ``messages``.
+        urls: one URL (image, video) or the scene's view URLs.
+        labels: scene view labels, or None.
+        num_frames: frames to sample (videos), the most the video can contribute.
+        fps: sampling rate (videos) or None for uniform sampling.
+    """
+
+    kind: MediaKind
+    message_index: int
+    part_index: int
+    urls: tuple[str, ...]
+    labels: tuple[str, ...] | None = None
+    num_frames: int = 0
+    fps: float | None = None
+
+    @property
+    def param(self) -> str:
+        """The OpenAI ``param`` of this part, e.g. ``messages[0].content[2]``."""
+        return f"messages[{self.message_index}].content[{self.part_index}]"
+
+    @property
+    def max_items(self) -> int:
+        """Images this part can contribute at most (1, num_frames, or the number of views)."""
+        if self.kind == "video":
+            return self.num_frames
+        return len(self.urls)
+
+
+def plan_media(request: ChatCompletionRequest, limits: PromptLimits) -> list[MediaRequest]:
+    """List the visual parts in prompt order and enforce the per-request limits.
+
+    Raises:
+        APIError: 400 when a visual part is outside a user message or a limit is exceeded; the
+            message names the limit and the ``param`` the part.
+    """
+    plan: list[MediaRequest] = []
+    n_images = n_frames = n_views = 0
+    for i, msg in enumerate(request.messages):
+        for j, part in enumerate(msg.content):
+            if isinstance(part, TextPart):
+                continue
+            param = f"messages[{i}].content[{j}]"
+            if msg.role != "user":
+                raise invalid_request(
+                    f"{param}: '{part.type}' parts are only allowed in user messages (this one is '{msg.role}').",
+                    param=param,
+                )
+            if isinstance(part, ImageURLPart):
+                n_images += 1
+                if n_images > limits.max_images:
+                    raise invalid_request(
+                        f"{param}: too many images: at most {limits.max_images} image_url parts per request.",
+                        param=param,
+                        code="too_many_images",
+                    )
+                plan.append(MediaRequest("image", i, j, (part.image_url.url,)))
+            elif isinstance(part, VideoURLPart):
+                num_frames = part.video_url.num_frames or limits.default_num_frames
+                if num_frames > limits.max_frames:
+                    raise invalid_request(
+                        f"{param}.video_url.num_frames: {num_frames} frames requested, the maximum is "
+                        f"{limits.max_frames}.",
+                        param=f"{param}.video_url.num_frames",
+                        code="too_many_frames",
+                    )
+                n_frames += num_frames
+                if n_frames > limits.max_frames:
+                    raise invalid_request(
+                        f"{param}: too many video frames: the videos of this request ask for {n_frames} "
+                        f"frames, at most {limits.max_frames} per request.",
+                        param=param,
+                        code="too_many_frames",
+                    )
+                plan.append(
+                    MediaRequest("video", i, j, (part.video_url.url,), num_frames=num_frames, fps=part.video_url.fps)
+                )
+            elif isinstance(part, SceneViewsPart):
+                views = part.scene_views
+                n_views += len(views.urls)
+                if n_views > limits.max_views:
+                    raise invalid_request(
+                        f"{param}: too many scene views: {n_views} in this request, at most "
+                        f"{limits.max_views} per request.",
+                        param=param,
+                        code="too_many_views",
+                    )
+                labels = tuple(views.labels) if views.labels is not None else None
+                plan.append(MediaRequest("scene", i, j, tuple(views.urls), labels=labels))
+    return plan
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A prompt ready for the engine.
+
+    Attributes:
+        prompt_token_ids: ids with ONE image-token id per image / frame / view.
+        num_images: image-token ids in the prompt (images + frames + views).
+        text_tokens: ids that are not image placeholders.
+        tokens_per_image: visual tokens per image (729 for 384/14).
+    """
+
+    prompt_token_ids: list[int]
+    num_images: int
+    text_tokens: int
+    tokens_per_image: int
+
+    @property
+    def visual_tokens(self) -> int:
+        """Visual tokens after the engine's expansion: tokens_per_image x num_images."""
+        return self.num_images * self.tokens_per_image
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The engine's prompt length: text_tokens + visual_tokens."""
+        return self.text_tokens + self.visual_tokens
+
+
+class PromptBuilder:
+    """Renders conversations as token ids (see the module docstring for the exact layout).
+
+    Args:
+        tokenizer: the checkpoint's tokenizer (a transformers tokenizer, or anything with ``encode``).
+        image_token_id: ``config.image_token_index`` (151646 for the published checkpoints).
+        im_start_id, im_end_id: ids of ``<|im_start|>`` and ``<|im_end|>``.
+        tokens_per_image: visual tokens per image (729 for 384/14).
+        default_system_prompt: added as the first message when the conversation has no system
+            message; ``""`` disables it.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        image_token_id: int,
+        im_start_id: int,
+        im_end_id: int,
+        tokens_per_image: int,
+        default_system_prompt: str = "",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_token_id = image_token_id
+        self.im_start_id = im_start_id
+        self.im_end_id = im_end_id
+        self.tokens_per_image = tokens_per_image
+        self.default_system_prompt = default_system_prompt
+        self._special_ids = {image_token_id, im_start_id, im_end_id}
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path, *, default_system_prompt: str = "") -> PromptBuilder:
+        """Load the tokenizer and the visual geometry of a checkpoint folder (no vLLM)."""
+        from transformers import AutoTokenizer
+
+        from model_adapter.geometry import num_image_tokens
+
+        path = Path(model_path)
+        config = json.loads((path / "config.json").read_text())
+        vision = dict(config.get("vision_config") or {})
+        vision.setdefault("image_size", 384)
+        vision.setdefault("patch_size", 14)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        return cls(
+            tokenizer,
+            image_token_id=int(config.get("image_token_index", config.get("image_token_id", 151646))),
+            im_start_id=int(im_start),
+            im_end_id=int(im_end),
+            tokens_per_image=num_image_tokens(vision),
+            default_system_prompt=default_system_prompt,
+        )
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    def render(self, request: ChatCompletionRequest, items_per_media: Sequence[int]) -> list[int | str]:
+        """The prompt as segments: ``int`` = a special token id, ``str`` = plain text.
+
+        Args:
+            request: a validated request.
+            items_per_media: images each visual part contributes, in prompt order (1 per image,
+                frames per video, views per scene), i.e. one entry per :func:`plan_media` item.
+        """
+        segs: list[int | str] = []
+        messages = list(request.messages)
+        has_system = any(m.role in ("system", "developer") for m in messages)
+        if not has_system and self.default_system_prompt:
+            segs += [self.im_start_id, "system\n", self.default_system_prompt, self.im_end_id, "\n"]
+        media_iter = iter(items_per_media)
+        front = request.image_placement == "front"
+        for msg in messages:
+            role = "system" if msg.role == "developer" else msg.role
+            segs += [self.im_start_id, f"{role}\n"]
+            visual: list[int | str] = []
+            text: list[int | str] = []
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    (text if front else visual).append(part.text)
+                    continue
+                count = next(media_iter)
+                if isinstance(part, ImageURLPart):
+                    visual += [self.image_token_id, "\n"]
+                elif isinstance(part, VideoURLPart):
+                    visual += [self.image_token_id] * count + ["\n"]
+                elif isinstance(part, SceneViewsPart):
+                    labels = part.scene_views.labels
+                    for k in range(count):
+                        if labels is not None and labels[k]:
+                            visual.append(f"{labels[k]}: ")
+                        visual += [self.image_token_id, "\n"]
+            segs += visual + text + [self.im_end_id, "\n"]
+        segs += [self.im_start_id, "assistant\n"]
+        return segs
+
+    def encode_text(self, text: str) -> list[int]:
+        """Encode plain text: special-token strings in it stay text (``split_special_tokens``)."""
+        if not text:
+            return []
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+        if self._special_ids.intersection(ids):  # a tokenizer that ignored split_special_tokens
+            raise RuntimeError("tokenizer produced special token ids from plain text; check split_special_tokens")
+        return ids
+
+    def build(self, request: ChatCompletionRequest, items_per_media: Sequence[int]) -> BuiltPrompt:
+        """Render and encode; see :meth:`render` for ``items_per_media``."""
+        ids: list[int] = []
+        pending: list[str] = []
+        for seg in self.render(request, items_per_media):
+            if isinstance(seg, str):
+                pending.append(seg)
+                continue
+            ids += self.encode_text("".join(pending))
+            pending.clear()
+            ids.append(seg)
+        ids += self.encode_text("".join(pending))
+        num_images = ids.count(self.image_token_id)
+        text_tokens = len(ids) - num_images
+        return BuiltPrompt(
+            prompt_token_ids=ids,
+            num_images=num_images,
+            text_tokens=text_tokens,
+            tokens_per_image=self.tokens_per_image,
+        )
+
+
+def resolve_max_tokens(
+    prompt: BuiltPrompt, requested: int | None, *, max_model_len: int, default_max_tokens: int
+) -> int:
+    """The request's ``max_tokens``, checked against the context.
+
+    Returns:
+        ``requested``, or when None the smaller of ``default_max_tokens`` and what is left of the
+        context.
+
+    Raises:
+        APIError: 400 naming the numbers when text tokens + visual tokens + max_tokens exceed
+            ``max_model_len`` (or the prompt alone leaves no room for one token).
+    """
+    room = max_model_len - prompt.prompt_tokens
+    needed = prompt.prompt_tokens + (requested if requested is not None else 1)
+    if needed > max_model_len:
+        asked = f"{requested} max_tokens" if requested is not None else "at least 1 generated token"
+        raise invalid_request(
+            f"This request needs {needed} tokens: {prompt.text_tokens} text tokens + "
+            f"{prompt.visual_tokens} visual tokens ({prompt.num_images} images/frames/views x "
+            f"{prompt.tokens_per_image}) + {asked}, but the model's context holds {max_model_len} tokens.",
+            param="max_tokens" if requested is not None and room >= 1 else "messages",
+            code="context_length_exceeded",
+        )
+    return requested if requested is not None else min(default_max_tokens, room)

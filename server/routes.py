@@ -1,0 +1,110 @@
+"""HTTP endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``/health``, ``/ready``, ``/metrics``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from server.auth import check_api_key
+from server.errors import invalid_request, service_unavailable
+from server.lifecycle import AppState
+from server.schemas import ModelCard, ModelList, parse_chat_request
+from server.streaming import ClientDisconnected, SSEResponse, run_unless_disconnected
+
+router = APIRouter()
+
+CLIENT_CLOSED = 499
+"""Status recorded (never received) when the client went away first (nginx's convention)."""
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.interleave
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Liveness: 200 while the process can serve (also while loading); 503 once the engine died."""
+    st = app_state(request)
+    if st.engine is not None and st.engine.is_dead:
+        return JSONResponse({"status": "engine_dead"}, status_code=503)
+    if st.phase == "failed":
+        return JSONResponse({"status": "failed", "error": st.load_error}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once the model is loaded; 503 while loading, draining, or after a failure."""
+    st = app_state(request)
+    if st.is_ready:
+        return JSONResponse({"status": "ready", "model": st.served_model_name})
+    phase = "engine_dead" if st.phase == "ready" else st.phase
+    return JSONResponse({"status": phase}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of the server's and vLLM's metrics."""
+    body, content_type = app_state(request).metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    st = app_state(request)
+    check_api_key(request, st.settings.api_key)
+    cards = []
+    if st.engine is not None:
+        cards.append(
+            ModelCard(id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len)
+        )
+    return JSONResponse(ModelList(data=cards).model_dump(mode="json", exclude_none=True))
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    st = app_state(request)
+    check_api_key(request, st.settings.api_key)
+    arrival = time.perf_counter()
+    if st.phase == "draining":
+        raise service_unavailable("The server is shutting down; retry on another replica.")
+    service = st.service
+    if service is None or not st.is_ready:
+        raise service_unavailable("The model is not ready yet; retry shortly.")
+
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+    chat = parse_chat_request(body)
+
+    try:
+        prepared = await run_unless_disconnected(request.receive, service.prepare(chat, arrival))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+
+    if not chat.stream:
+        try:
+            completion = await run_unless_disconnected(request.receive, service.complete(prepared))
+        except ClientDisconnected:
+            await service.abort(prepared)
+            return Response(status_code=CLIENT_CLOSED)
+        return JSONResponse(completion.model_dump(mode="json"))
+
+    steps = service.generate(prepared)
+    try:
+        # Wait for the first output before answering 200, so that errors up to the prefill are
+        # ordinary HTTP errors; later ones become an SSE error event.
+        first = await run_unless_disconnected(request.receive, anext(steps, None))
+    except ClientDisconnected:
+        await service.abort(prepared)
+        return Response(status_code=CLIENT_CLOSED)
+
+    async def abort() -> None:
+        await service.abort(prepared)
+
+    return SSEResponse(service.stream(prepared, steps, first), on_disconnect=abort)  # type: ignore[return-value]
