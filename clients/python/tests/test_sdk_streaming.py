@@ -120,6 +120,15 @@ def test_stream_closes_on_garbage_collection():
     assert t.streams[0].closed
 
 
+def test_unread_stream_is_closed_on_garbage_collection_too():
+    t = StreamTransport(*stream_events("a"))
+    stream = _create(_client(t))
+    response = stream.response
+    del stream
+    gc.collect()
+    assert response.is_closed and t.streams[0].closed
+
+
 def test_error_event_raises_and_closes():
     err = {"error": {"message": "engine died", "type": "server_error", "param": None, "code": "engine_dead"}}
     t = StreamTransport(sse(chunk(role="assistant", content="")), sse(chunk("par")), sse(err), sse("[DONE]"))
