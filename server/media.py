@@ -288,7 +288,9 @@ def _decode_picks(
     pick and the next wanted pts (earlier one first), or dropped.
 
     frame_threads: let FFmpeg decode several frames at once (faster, but a decode error there can
-    take the frames queued before it along; the caller retries damaged files without).
+    take the frames queued before it along; the caller retries damaged files without). The fast
+    pass also tells the decoder to skip non-reference frames (most B-frames) whose packet pts is
+    not wanted: nothing refers to them, so the wanted frames decode exactly as in a full decode.
 
     Returns (frames by wanted pts, actual pts by wanted pts, frames decoded, decode errors,
     seek_overshot). seek_overshot is True when a seek landed after its target: the caller then
@@ -316,6 +318,9 @@ def _decode_picks(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if frame_threads else "SLICE"
+        codec = stream.codec_context
+        wanted_set = set(wanted)
+        skipping = False
         i = 0
         first_run = True
         while i < len(wanted):
@@ -333,6 +338,11 @@ def _decode_picks(
             first_run = False
             need_seek = False
             for packet in container.demux(stream):
+                if frame_threads:
+                    skip = packet.pts is not None and packet.pts not in wanted_set
+                    if skip != skipping:
+                        codec.skip_frame = "NONREF" if skip else "DEFAULT"
+                        skipping = skip
                 try:
                     frames = packet.decode()
                 except _AV_ERRORS:

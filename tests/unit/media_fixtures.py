@@ -1,7 +1,7 @@
 """Media made inside the tests: images with Pillow, H.264 clips with PyAV, a local HTTP server.
 
 Video frames carry their own index: the left half of frame k is flat grey 8 + 4k (k < 60), the
-right half noise (so clips have realistic packet sizes); `frame_index(rgb)` reads k back.
+right half scrolling noise (B-frames, realistic packet sizes); `frame_index(rgb)` reads k back.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def encode_h264(
 
     pts/time_base give explicit (variable) frame times; rotation sets the display matrix
     (degrees counter-clockwise); marker paints a red 6x6 square in the top-left corner.
+    The right half is a noise texture scrolling by 2 pixels a frame: predictable motion, so x264
+    uses B-frames, and packets of realistic size.
     """
     width, height = size
     fd, path = tempfile.mkstemp(suffix=f".{container}")
@@ -94,10 +96,10 @@ def encode_h264(
                 stream.time_base = time_base
             if rotation is not None:
                 stream.set_display_rotation(rotation)
+            texture = np.random.default_rng(0).integers(0, 256, (height, width - width // 2, 3))
             for k in range(n_frames):
                 img = np.full((height, width, 3), grey_of(k), np.uint8)
-                rng = np.random.default_rng(k)
-                img[:, width // 2 :] = rng.integers(0, 256, (height, width - width // 2, 3))
+                img[:, width // 2 :] = np.roll(texture, 2 * k, axis=1)
                 if marker:
                     img[:6, :6] = (255, 0, 0)
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")

@@ -601,6 +601,15 @@ def test_sampler_seeks_across_gops_instead_of_decoding_everything():
     assert video.decoded_frames <= 2 * 10 + 4  # two partial GOPs (+ decoder delay), not 60
 
 
+def test_sampler_skips_unwanted_b_frames_and_stays_exact():
+    data = encode_h264(60, 15)  # one GOP, B-frames
+    reference = decode_all(data)
+    video = sample_video(data, num_frames=4)
+    assert video.frame_indices == [7, 22, 37, 52]
+    assert video.decoded_frames < 52  # non-reference frames nobody wants are not decoded
+    assert all(np.array_equal(f, reference[i]) for f, i in zip(video.frames, video.frame_indices))
+
+
 def test_fps_sampling_and_its_cap(clip_60):
     video = sample_video(clip_60, fps=2)
     assert len(video.frames) == 8  # 4 s * 2 fps
