@@ -21,7 +21,7 @@ import ipaddress
 import os
 import socket
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,7 @@ _AV_ERRORS = (av.FFmpegError, OSError, EOFError)
 class _Probe:
     times: list[int]  # presentation timestamps of all frames, sorted (stream time_base)
     keyframes: list[int]  # pts of the key frames, sorted
+    keyframe_dts: dict[int, int]  # key frame pts -> its dts (some demuxers seek by dts)
     end: int  # end of the last frame (stream time_base)
 
 
@@ -228,6 +229,7 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream) -> _P
     """Demux (no decoding) every packet of `stream`: frame times, key frames, real end."""
     times: list[int] = []
     keyframes: list[int] = []
+    keyframe_dts: dict[int, int] = {}
     end = None
     try:
         for packet in container.demux(stream):
@@ -236,6 +238,7 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream) -> _P
                 continue
             if packet.is_keyframe:
                 keyframes.append(ts)
+                keyframe_dts[ts] = min(ts, packet.dts) if packet.dts is not None else ts
             if packet.is_discard:
                 continue
             times.append(ts)
@@ -251,7 +254,7 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream) -> _P
         if len(times) > 1:
             last_step = int(np.median(np.diff(times[-min(len(times), 32) :])))
         end = max(end if end is not None else times[-1], times[-1] + last_step)
-    return _Probe(times, keyframes, end or 0)
+    return _Probe(times, keyframes, keyframe_dts, end or 0)
 
 
 def _plan(probe: _Probe, count: int) -> list[int]:
@@ -274,13 +277,16 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
 
 
 def _decode_picks(
-    open_container: Callable[[], av.container.InputContainer],
+    container: av.container.InputContainer,
+    fresh: bool,
     probe: _Probe,
     wanted: list[int],
     allow_seek: bool,
     frame_threads: bool,
 ) -> tuple[dict[int, np.ndarray], dict[int, int], int, int, bool]:
-    """Decode the frames whose pts are in `wanted` (sorted), GOP-aware.
+    """Decode the frames whose pts are in `wanted` (sorted), GOP-aware; closes `container`.
+
+    `fresh`: the container was just opened (it stands at the start); else the first run seeks.
 
     Decodes forward within a GOP and seeks (to the key frame at or before the next wanted pts) only
     when that key frame lies after the last decoded frame. A wanted frame that does not decode
@@ -314,7 +320,6 @@ def _decode_picks(
         taken = pts
         return True
 
-    container = open_container()
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if frame_threads else "SLICE"
@@ -323,17 +328,31 @@ def _decode_picks(
         skipping = False
         i = 0
         first_run = True
+        by_dts = False  # seek by the key frame's dts once a seek by pts overshot
         while i < len(wanted):
             target = wanted[i]
             kf_pos = bisect.bisect_right(probe.keyframes, target) - 1
             keyframe = probe.keyframes[kf_pos] if kf_pos >= 0 else None
             check_landing = False
-            # A fresh container stands at the first key frame: seek only past the first GOP.
-            if allow_seek and keyframe is not None and (not first_run or keyframe > probe.keyframes[0]):
+            # A fresh container stands at the start: seek only past the first GOP.
+            must_seek = first_run and not fresh
+            if must_seek or (
+                allow_seek
+                and keyframe is not None
+                and (not first_run or keyframe > probe.keyframes[0])
+            ):
                 try:
-                    container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+                    if keyframe is None or keyframe <= probe.keyframes[0]:
+                        # The first GOP: seek to the start itself (some demuxers index by dts
+                        # and miss a first key frame whose pts is later than its dts).
+                        to = min(0, probe.times[0], keyframe if keyframe is not None else 0)
+                    else:
+                        to = probe.keyframe_dts.get(keyframe, keyframe) if by_dts else keyframe
+                    container.seek(to, stream=stream, backward=True, any_frame=False)
                     check_landing = True
                 except _AV_ERRORS:
+                    if must_seek:
+                        return out, actual, decoded, errors, True
                     allow_seek = False
             first_run = False
             need_seek = False
@@ -355,8 +374,12 @@ def _decode_picks(
                         continue
                     if check_landing:
                         check_landing = False
-                        if pts > target and prev is None:
-                            return out, actual, decoded, errors, True
+                        if pts > target:
+                            if by_dts:
+                                return out, actual, decoded, errors, True
+                            by_dts = True
+                            need_seek = True  # the same target again, seeking by dts
+                            break
                     if pts < wanted[i]:
                         prev = (pts, frame)
                         continue
@@ -381,6 +404,11 @@ def _decode_picks(
                     break
             else:
                 # End of stream (demux's last, empty packet flushed the decoder).
+                if check_landing:  # a seek that led to no frame at all
+                    if by_dts:
+                        return out, actual, decoded, errors, True
+                    by_dts = True
+                    continue
                 if i < len(wanted) and prev is not None:
                     take(wanted[i], *prev)
                 break
@@ -424,11 +452,8 @@ def sample_video(
                 f"{limits.max_media_bytes} bytes"
             )
 
-    def open_container() -> av.container.InputContainer:
-        return _open_container(source)
-
     try:
-        container = open_container()
+        container = _open_container(source)
     except _AV_ERRORS + (ValueError,):
         raise MediaError("the data is not a video in a format we can read") from None
     try:
@@ -445,9 +470,11 @@ def sample_video(
             raise MediaError("the video stream has no time base")
         time_base = float(stream.time_base)
         probe = _probe(container, stream)
-    finally:
+    except BaseException:
         container.close()
+        raise
     if not probe.times:
+        container.close()
         raise MediaError("the video holds no frames")
 
     span = probe.end - probe.times[0]
@@ -459,14 +486,21 @@ def sample_video(
     wanted = [probe.times[k] for k in picks]
 
     try:
+        # The probed container is reused: one seek back instead of opening the file again.
         frames, actual, decoded, errors, overshot = _decode_picks(
-            open_container, probe, wanted, allow_seek=True, frame_threads=True
+            container, False, probe, wanted, allow_seek=True, frame_threads=True
         )
-        if overshot or (errors and len(frames) < len(wanted)):
-            # Seeks that are not exact, or a damaged file: once more, carefully (forward from the
-            # start if seeking overshot; without frame threads, which can drop frames on errors).
+        if overshot or len(frames) < len(wanted):
+            # Frames missing: once more, carefully. A damaged file (decode errors) without frame
+            # threads, which can drop the frames queued before an error; otherwise (a seek that
+            # overshot or found nothing) forward from the start without seeking.
             frames, actual, more, _, _ = _decode_picks(
-                open_container, probe, wanted, allow_seek=not overshot, frame_threads=not errors
+                _open_container(source),
+                True,
+                probe,
+                wanted,
+                allow_seek=bool(errors) and not overshot,
+                frame_threads=not errors,
             )
             decoded += more
     except MediaError:

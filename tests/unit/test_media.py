@@ -594,8 +594,9 @@ def test_gop_aware_sampling_equals_decoding_every_frame(gop, container, num_fram
         assert np.array_equal(frame, reference[index])
 
 
-def test_sampler_seeks_across_gops_instead_of_decoding_everything():
-    data = encode_h264(60, 15, gop=10)
+@pytest.mark.parametrize("container", ["mp4", "matroska", "mpegts", "avi"])
+def test_sampler_seeks_across_gops_instead_of_decoding_everything(container):
+    data = encode_h264(60, 15, gop=10, container=container)
     video = sample_video(data, num_frames=2)
     assert video.frame_indices == [15, 45]
     assert video.decoded_frames <= 2 * 10 + 4  # two partial GOPs (+ decoder delay), not 60
