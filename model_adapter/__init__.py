@@ -42,4 +42,17 @@ def register() -> None:
         ModelRegistry.register_model(ARCHITECTURE, _MODEL_CLASS_PATH)
 
 
-__all__ = ["ARCHITECTURE", "hf_overrides", "register"]
+
+def chat_template_path() -> str:
+    """Path of the shipped chat template for vLLM's own server (``--chat-template``).
+
+    It renders image and video parts where they stand (``<image>\\n`` / ``<video>\\n``) in the
+    reference ChatML conversation, which the published ``chat_template.json`` does not (it drops
+    videos and moves images to the front).
+    """
+    from pathlib import Path
+
+    return str(Path(__file__).with_name("templates") / "interleave.jinja")
+
+
+__all__ = ["ARCHITECTURE", "chat_template_path", "hf_overrides", "register"]

@@ -85,3 +85,34 @@ def check_complete(seen_keys: set[str], param_names: Iterable[str]) -> None:
             f"checkpoint is missing tensor {missing[0]!r}{more}; "
             "it is not a complete LLaVA-Interleave checkpoint"
         )
+
+
+LAYOUTS = ("published", "hf452", "hf5")
+"""Key layouts :func:`to_layout` writes: the published files (transformers < 4.52), transformers
+>= 4.52, and transformers 5.x ``save_pretrained``."""
+
+
+def to_layout(key: str, layout: str) -> str:
+    """Rewrite a canonical (published-layout) checkpoint key into another layout.
+
+    Used to produce checkpoints in every layout for the loader tests.
+
+    Raises:
+        ValueError: on an unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if layout == "published":
+        return key
+    for old, new in (
+        ("language_model.model.", "model.language_model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("vision_tower.", "model.vision_tower."),
+        ("multi_modal_projector.", "model.multi_modal_projector."),
+    ):
+        if key.startswith(old):
+            key = new + key[len(old):]
+            break
+    if layout == "hf5":
+        key = key.replace("model.vision_tower.vision_model.", "model.vision_tower.", 1)
+    return key

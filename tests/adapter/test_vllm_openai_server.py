@@ -1,0 +1,139 @@
+"""Stock vLLM OpenAI server + our plugin: image_url and video_url parts on the tiny checkpoint.
+
+vLLM's own ``LlavaForConditionalGeneration`` is image-only; with the plugin installed (entry point
+``vllm.general_plugins``), ``hf_overrides`` and our chat template, vLLM's server accepts videos too.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import av
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import model_adapter
+
+from .media import gradient_image
+
+NUM_FRAMES = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data_url(data: bytes, media_type: str) -> str:
+    return f"data:{media_type};base64," + base64.b64encode(data).decode()
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _h264_clip(num_frames: int = 16, fps: int = 8, width: int = 96, height: int = 64) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(num_frames):
+            frame = np.asarray(gradient_image(width, height, 100 + i))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_checkpoint, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(tiny_checkpoint),
+        "--served-model-name", "tiny-interleave",
+        "--hf-overrides", json.dumps(model_adapter.hf_overrides()),
+        "--chat-template", model_adapter.chat_template_path(),
+        "--dtype", "float32",
+        "--max-model-len", "8192",
+        "--enforce-eager",
+        "--gpu-memory-utilization", "0.05",
+        "--limit-mm-per-prompt", json.dumps({"image": 4, "video": 1}),
+        "--media-io-kwargs", json.dumps({"video": {"num_frames": NUM_FRAMES}}),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited:\n{log_path.read_text()[-4000:]}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server did not start:\n{log_path.read_text()[-4000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_two_images_and_a_video_through_stock_server(vllm_server, tiny_checkpoint):
+    from openai import OpenAI
+    from transformers import AutoTokenizer
+
+    client = OpenAI(base_url=vllm_server + "/v1", api_key="unused")
+    content = [
+        {"type": "text", "text": "Here is a photo:"},
+        {"type": "image_url", "image_url": {"url": _data_url(_png(gradient_image(64, 48, 1)), "image/png")}},
+        {"type": "text", "text": "another one:"},
+        {"type": "image_url", "image_url": {"url": _data_url(_png(gradient_image(30, 90, 2)), "image/png")}},
+        {"type": "text", "text": "and a clip:"},
+        {"type": "video_url", "video_url": {"url": _data_url(_h264_clip(), "video/mp4")}},
+        {"type": "text", "text": "What do they have in common?"},
+    ]
+    response = client.chat.completions.create(
+        model="tiny-interleave",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert response.choices[0].message.content
+    assert response.usage.completion_tokens == 8
+
+    # The same conversation with every visual part as one <image> token: the server must have
+    # expanded each image and each of the NUM_FRAMES frames to 729 tokens.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    rendered = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "Here is a photo:<image>\nanother one:<image>\nand a clip:"
+        + "<image>" * NUM_FRAMES
+        + "\nWhat do they have in common?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    num_visual = 2 + NUM_FRAMES
+    text_tokens = len(tokenizer.encode(rendered)) - num_visual
+    assert response.usage.prompt_tokens == text_tokens + 729 * num_visual
