@@ -247,8 +247,8 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream) -> _P
                 end = stop if end is None else max(end, stop)
     except _AV_ERRORS:
         pass  # a truncated or damaged file: keep what was read
-    times.sort()
-    keyframes.sort()
+    times = sorted(set(times))  # a broken file may repeat a timestamp
+    keyframes = sorted(set(keyframes))
     if times:
         last_step = 0
         if len(times) > 1:

@@ -547,6 +547,19 @@ def test_random_bytes_empty_file_text_file_are_not_videos(bad):
         sample_video(bad)
 
 
+def test_audio_file_and_playlist_are_not_videos():
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * 8000)
+    playlist = b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
+    for data in (buf.getvalue(), playlist):
+        with pytest.raises(MediaError, match="not a video"):
+            sample_video(data)
+
+
 def test_image_is_not_a_video(small_png):
     with pytest.raises(MediaError, match="not a video"):
         sample_video(small_png)
