@@ -7,7 +7,7 @@ absolute difference of the pixel values. transformers' processor is the Pillow o
 (`SiglipImageProcessorPil`; the torchvision backend is not installed on CPU machines) configured
 as the checkpoint's preprocessor_config.json: 384x384 bicubic, rescale 1/255, mean = std = 0.5.
 
-    python bench/preprocess.py            # 16 images per size, 3 rounds
+    python bench/preprocess.py            # 16 images per size, best of 5 rounds
     python bench/preprocess.py --quick    # 2 images per size, 1 round (smoke run)
 """
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 images per size, 1 round")
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     count = 2 if args.quick else args.images
     rounds = 1 if args.quick else max(1, args.rounds)
