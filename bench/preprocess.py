@@ -74,7 +74,9 @@ def best_of(fn, images, rounds: int) -> tuple[float, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="2 images per size, 1 round")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)

@@ -5,7 +5,9 @@ Generates H.264 clips once into a cache directory (.cache/bench-media/, gitignor
 best-of-N seconds, peak RSS growth during the call (sampled every 2 ms by a thread; includes
 FFmpeg / OpenCV buffers, which tracemalloc would not see), the ratio opencv / ours, and how far
 the two loaders' frame indices are apart (they place samples differently: vLLM takes
-linspace(0, n - 1, k) of the header's frame count, we take the centres of k equal time segments).
+linspace(0, n - 1, k) of the header's frame count, we take the centres of k equal time segments),
+and how many frames our sampler decoded of all the clip holds (OpenCV decodes every frame up to the
+last one it needs).
 
     python bench/video.py --quick                 # one 10 s 480p clip, default GOP and g=12
     python bench/video.py --clips 60s-720p-gop250,300s-480p-gop250
@@ -15,9 +17,7 @@ linspace(0, n - 1, k) of the header's frame count, we take the centres of k equa
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
-import os
 import sys
 import threading
 import time
@@ -131,6 +131,7 @@ def run_ours(data: bytes, num_frames: int):
 
     limits = MediaLimits(max_media_bytes=len(data) + 1)
     video = sample_video(data, num_frames=num_frames, limits=limits)
+    run_ours.last = video  # for the decoded-frames column
     return video.frames, video.frame_indices
 
 
@@ -151,7 +152,9 @@ def measure(fn, data: bytes, num_frames: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one 10 s 480p clip, both GOPs, 1 round")
     parser.add_argument("--clips", help="comma-separated clip names (see --list)")
     parser.add_argument("--list", action="store_true", help="print the clip names and exit")
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         f"{'clip':<20} {'MiB':>6} {'ours s':>8} {'opencv s':>9} {'opencv/ours':>11} "
-        f"{'ours MiB':>9} {'opencv MiB':>10} {'same idx':>8} {'mean |d idx|':>12}"
+        f"{'ours MiB':>9} {'opencv MiB':>10} {'same idx':>8} {'mean |d idx|':>12} "
+        f"{'ours decoded':>13}"
     )
     print(f"video sampling, {args.num_frames} frames, best of {rounds} rounds, memory = peak RSS growth")
     print(header)
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<20} {len(data) / 2**20:>6.1f} {best['ours'][0]:>8.3f} {best['opencv'][0]:>9.3f} "
             f"{ratio:>10.2f}x {best['ours'][1] / 2**20:>9.1f} {best['opencv'][1] / 2**20:>10.1f} "
-            f"{'yes' if same else 'no':>8} {diff_text:>12}",
+            f"{'yes' if same else 'no':>8} {diff_text:>12} "
+            f"{run_ours.last.decoded_frames:>6}/{run_ours.last.num_source_frames:<6}",
             flush=True,
         )
     print("ratio opencv/ours: " + ", ".join(f"{k}={v:.2f}x" for k, v in ratios.items()))

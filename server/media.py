@@ -666,7 +666,9 @@ class MediaLoader:
             raise MediaError("the media URL is empty")
         scheme = url.split(":", 1)[0].lower()
         if scheme == "data":
-            return _decode_data_url(url, self.limits)
+            if len(url) < 2**16:
+                return _decode_data_url(url, self.limits)
+            return await self._run(_decode_data_url, url, self.limits)  # keep the loop free
         if scheme == "file":
             return await self._run(_read_file_url, url, self.limits)
         if scheme in ("http", "https"):

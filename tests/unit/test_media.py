@@ -13,7 +13,6 @@ import socket
 import threading
 import urllib.parse
 from fractions import Fraction
-from pathlib import Path
 
 import httpx
 import numpy as np
