@@ -29,7 +29,7 @@ from pathlib import Path
 import av
 import httpx
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "MediaError",
@@ -165,10 +165,12 @@ def decode_image(data: bytes, limits: MediaLimits = MediaLimits()) -> Image.Imag
         raise MediaError(
             f"the image is {len(data)} bytes, more than the limit of {limits.max_media_bytes} bytes"
         )
+    too_many = f"the image declares more pixels than the limit of {limits.max_image_pixels}"
     try:
-        img = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)  # reads the header only
-    except Image.DecompressionBombError as exc:
-        raise MediaError(f"the image declares too many pixels ({exc})") from None
+        # Reads the header only. Pillow's own bomb check (Image.MAX_IMAGE_PIXELS) may fire first.
+        img = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
+    except Image.DecompressionBombError:
+        raise MediaError(too_many) from None
     except UnidentifiedImageError:
         raise MediaError(
             "the data is not a readable image (an unknown format, or a truncated or corrupt file)"
@@ -190,14 +192,11 @@ def decode_image(data: bytes, limits: MediaLimits = MediaLimits()) -> Image.Imag
         except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
             pass
         return _to_rgb(img)
-    except Image.DecompressionBombError as exc:
-        raise MediaError(f"the image declares too many pixels ({exc})") from None
+    except Image.DecompressionBombError:
+        raise MediaError(too_many) from None
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data, unsupported mode
         raise MediaError(f"the image data is truncated or corrupt ({exc})") from None
 
-
-# Pillow must never fill a truncated image with grey silently.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 # --------------------------------------------------------------------------------------------
