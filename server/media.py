@@ -416,6 +416,18 @@ def _decode_picks(
         container.close()
 
 
+def _check_sampling(num_frames: int, fps: float | None, limits: MediaLimits) -> None:
+    """Raise MediaError unless 1 <= num_frames <= limits.max_frames and fps is None or > 0."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int):
+        raise MediaError("num_frames must be an integer")
+    if num_frames <= 0 or num_frames > limits.max_frames:
+        raise MediaError(f"num_frames must be between 1 and {limits.max_frames}, got {num_frames}")
+    if fps is not None and (
+        isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0
+    ):
+        raise MediaError(f"fps must be a positive number, got {fps}")
+
+
 def sample_video(
     source: bytes | str | Path,
     *,
@@ -436,12 +448,7 @@ def sample_video(
     Returns VideoFrames (frames (T, H, W, 3) uint8 RGB, timestamps in seconds).
     Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frame decodes.
     """
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int):
-        raise MediaError("num_frames must be an integer")
-    if num_frames <= 0 or num_frames > limits.max_frames:
-        raise MediaError(f"num_frames must be between 1 and {limits.max_frames}, got {num_frames}")
-    if fps is not None and not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
-        raise MediaError(f"fps must be a positive number, got {fps}")
+    _check_sampling(num_frames, fps, limits)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise MediaError("the video is empty")
@@ -696,13 +703,7 @@ class MediaLoader:
         self, url: str, *, num_frames: int = 16, fps: float | None = None
     ) -> VideoFrames:
         """Fetch one video and sample its frames (see `sample_video`). Raises MediaError."""
-        # Validate the cheap arguments before fetching anything.
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int):
-            raise MediaError("num_frames must be an integer")
-        if num_frames <= 0 or num_frames > self.limits.max_frames:
-            raise MediaError(
-                f"num_frames must be between 1 and {self.limits.max_frames}, got {num_frames}"
-            )
+        _check_sampling(num_frames, fps, self.limits)  # before fetching anything
         data = await self.fetch(url)
         try:
             return await self._run(

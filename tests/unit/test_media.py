@@ -582,6 +582,8 @@ def test_num_frames_maximum_is_configurable(clip_60):
 def test_bad_fps_is_rejected(clip_60, fps):
     with pytest.raises(MediaError, match="fps"):
         sample_video(clip_60, fps=fps)
+    with pytest.raises(MediaError, match="fps"):
+        load_video("http://10.0.0.1/never-fetched.mp4", fps=fps)  # checked before any fetch
 
 
 def test_frames_are_uniform_over_the_duration(clip_60):
