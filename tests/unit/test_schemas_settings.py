@@ -124,3 +124,10 @@ def test_every_setting_has_a_flag_and_docs_row():
         assert flag in flags
         assert f"`INTERLEAVE_{name.upper()}`" in table
         assert field.description, name
+
+
+def test_docs_flag_table_is_current():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert settings_markdown() in docs, "regenerate: python -m server.cli --help-markdown (docs/api.md, Configuration)"
