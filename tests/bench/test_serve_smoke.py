@@ -1,0 +1,36 @@
+"""bench/serve.py --quick runs end to end: both servers start one after the other, serve the mixed
+workload without errors, and the report has both servers' rows and the ratio line (no timing asserted).
+
+Starts two vLLM engines in turn (about 1-2 min each on 2 CPU cores), hence in tests/bench (marked e2e).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_bench_quick(tmp_path):
+    out = tmp_path / "serve.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc = subprocess.run(
+        [sys.executable, "bench/serve.py", "--quick", "--servers", "ours,vllm",
+         "--json", str(out), "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    summary = lines[lines.index(next(l for l in lines if l.startswith("summary"))):]
+    assert any(l.startswith("ours ") for l in summary), proc.stdout
+    assert any(l.startswith("vllm ") for l in summary), proc.stdout
+    assert any(l.startswith("ratio ours/vllm:") for l in summary), proc.stdout
+    result = json.loads(out.read_text())
+    assert {r["server"] for r in result["rounds"]} == {"ours", "vllm"}
+    assert all(r["errors"] == 0 and r["requests"] == 9 for r in result["rounds"])
+    assert set(result["ratios"]) >= {"req_per_s", "out_tok_per_s", "ttft_p50", "e2e_p50"}
