@@ -149,9 +149,14 @@ def _make_server_class() -> type:
 
 def run(settings: ServerSettings) -> int:
     """Serve until stopped. Returns the process exit code (1 if the engine could not start)."""
-    import uvicorn
-
     from server.app import create_app
+
+    return serve(lambda on_fatal: create_app(settings, on_fatal=on_fatal), settings)
+
+
+def serve(make_app: Any, settings: ServerSettings) -> int:
+    """Run ``make_app(on_fatal)`` under uvicorn with the draining shutdown; returns the exit code."""
+    import uvicorn
 
     exit_code = 0
     server_box: dict[str, Any] = {}
@@ -163,7 +168,7 @@ def run(settings: ServerSettings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    app = make_app(on_fatal)
     config = uvicorn.Config(
         app,
         host=settings.host,

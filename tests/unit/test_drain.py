@@ -1,0 +1,107 @@
+"""Graceful shutdown of the real uvicorn server (a subprocess on the fake engine, no vLLM): SIGTERM ->
+/ready 503 and new requests 503 while the in-flight stream finishes, then the process exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {here!r})
+    from prometheus_client import CollectorRegistry
+    from server_fakes import FakeEngine, FakeMediaLoader, make_builder
+    from server.app import create_app
+    from server.cli import serve
+    from server.metrics import ServerMetrics
+    from server.settings import ServerSettings
+
+    settings = ServerSettings(port={port}, drain_timeout_seconds=20, log_level="warning")
+    engine = FakeEngine(token_delay=0.05)
+    serve(lambda on_fatal: create_app(settings, model_loader=lambda s: (engine, make_builder()),
+          media_loader_factory=lambda s: FakeMediaLoader(), metrics=ServerMetrics(CollectorRegistry()),
+          on_fatal=on_fatal), settings)
+    """
+)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(base: str, proc: subprocess.Popen) -> None:
+    for _ in range(200):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            if httpx.get(base + "/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("server did not become ready")
+
+
+def test_sigterm_drains_in_flight_requests():
+    port = _port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(here=str(HERE), port=port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_ready(base, proc)
+        events: list = []
+        first = threading.Event()
+
+        def stream() -> None:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 30, "stream": True}
+            with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=30) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        first.set()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        assert first.wait(10)
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        ready = httpx.get(base + "/ready", timeout=2)
+        while ready.status_code != 503 and time.monotonic() < deadline:
+            ready = httpx.get(base + "/ready", timeout=2)
+        assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        refused = httpx.post(base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=5)
+        assert refused.status_code == 503 and refused.json()["error"]["type"] == "service_unavailable"
+        t.join(30)
+        assert events[-1] == "[DONE]"
+        finishes = [json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1] if json.loads(e)["choices"]]
+        assert finishes[-1] == "length"  # the in-flight request ran to its end
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("module", ["server.app", "server.cli", "server.routes", "server.chat", "server.prompt"])
+def test_server_modules_do_not_import_vllm(module):
+    code = f"import sys, {module}; bad = [m for m in sys.modules if m == 'vllm' or m.startswith('vllm.')]; print(bad); sys.exit(1 if bad else 0)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
