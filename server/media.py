@@ -281,7 +281,8 @@ def _decode_picks(
     probe: _Probe,
     wanted: list[int],
     allow_seek: bool,
-    frame_threads: bool,
+    careful: bool,
+    thread_type: str = "AUTO",
 ) -> tuple[dict[int, np.ndarray], dict[int, int], int, int, bool]:
     """Decode the frames whose pts are in `wanted` (sorted), GOP-aware; closes `container`.
 
@@ -292,10 +293,11 @@ def _decode_picks(
     (damaged or missing data) is replaced by the nearest frame that did decode between the previous
     pick and the next wanted pts (earlier one first), or dropped.
 
-    frame_threads: let FFmpeg decode several frames at once (faster, but a decode error there can
-    take the frames queued before it along; the caller retries damaged files without). The fast
-    pass also tells the decoder to skip non-reference frames (most B-frames) whose packet pts is
-    not wanted: nothing refers to them, so the wanted frames decode exactly as in a full decode.
+    thread_type: FFmpeg's decoder threading ("AUTO" = frame + slice threads, "SLICE").
+    careful: slice threads only (frame threads can take the frames queued before a decode error
+    along) and every frame decoded; the caller uses it for a second pass on damaged files. The fast
+    pass tells the decoder to skip non-reference frames (most B-frames) whose packet pts is not
+    wanted: nothing refers to them, so the wanted frames decode exactly as in a full decode.
 
     Returns (frames by wanted pts, actual pts by wanted pts, frames decoded, decode errors,
     seek_overshot). seek_overshot is True when a seek landed after its target: the caller then
@@ -321,7 +323,7 @@ def _decode_picks(
 
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO" if frame_threads else "SLICE"
+        stream.thread_type = "SLICE" if careful else thread_type
         codec = stream.codec_context
         wanted_set = set(wanted)
         skipping = False
@@ -356,7 +358,7 @@ def _decode_picks(
             first_run = False
             need_seek = False
             for packet in container.demux(stream):
-                if frame_threads:
+                if not careful:
                     skip = packet.pts is not None and packet.pts not in wanted_set
                     if skip != skipping:
                         codec.skip_frame = "NONREF" if skip else "DEFAULT"
@@ -494,7 +496,7 @@ def sample_video(
     try:
         # The probed container is reused: one seek back instead of opening the file again.
         frames, actual, decoded, errors, overshot = _decode_picks(
-            container, False, probe, wanted, allow_seek=True, frame_threads=True
+            container, False, probe, wanted, allow_seek=True, careful=False
         )
         if overshot or len(frames) < len(wanted):
             # Frames missing: once more, carefully. A damaged file (decode errors) without frame
@@ -506,7 +508,7 @@ def sample_video(
                 probe,
                 wanted,
                 allow_seek=bool(errors) and not overshot,
-                frame_threads=not errors,
+                careful=bool(errors),
             )
             decoded += more
     except MediaError:
