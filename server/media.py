@@ -283,7 +283,7 @@ def _decode_picks(
     allow_seek: bool,
     careful: bool,
     thread_type: str = "AUTO",
-) -> tuple[dict[int, np.ndarray], dict[int, int], int, int, bool]:
+) -> tuple[np.ndarray | None, dict[int, int], int, int, bool]:
     """Decode the frames whose pts are in `wanted` (sorted), GOP-aware; closes `container`.
 
     `fresh`: the container was just opened (it stands at the start); else the first run seeks.
@@ -299,11 +299,13 @@ def _decode_picks(
     pass tells the decoder to skip non-reference frames (most B-frames) whose packet pts is not
     wanted: nothing refers to them, so the wanted frames decode exactly as in a full decode.
 
-    Returns (frames by wanted pts, actual pts by wanted pts, frames decoded, decode errors,
-    seek_overshot). seek_overshot is True when a seek landed after its target: the caller then
-    retries without seeking.
+    Returns (frames, actual pts by wanted pts, frames decoded, decode errors, seek_overshot).
+    frames is (len(wanted), H, W, 3) uint8 (or None if nothing decoded); its first len(actual)
+    rows hold the frames of the wanted pts in `actual`, in order (frames are converted straight
+    into it: no second copy). seek_overshot is True when a seek landed after its target: the
+    caller then retries without seeking.
     """
-    out: dict[int, np.ndarray] = {}
+    buffer: np.ndarray | None = None
     actual: dict[int, int] = {}
     decoded = 0
     errors = 0
@@ -311,12 +313,16 @@ def _decode_picks(
     prev: tuple[int, av.VideoFrame] | None = None  # last decoded frame after `taken`, not taken
 
     def take(target: int, pts: int, frame: av.VideoFrame) -> bool:
-        nonlocal taken
+        nonlocal taken, buffer
         try:
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = _rotate(frame.to_ndarray(format="rgb24"), frame.rotation or 0)
         except _AV_ERRORS + (ValueError,):
             return False
-        out[target] = _rotate(rgb, frame.rotation or 0)
+        if buffer is None:
+            buffer = np.empty((len(wanted), *rgb.shape), dtype=np.uint8)
+        elif rgb.shape != buffer.shape[1:]:
+            return False  # the size changed mid-stream: keep the first size
+        buffer[len(actual)] = rgb
         actual[target] = pts
         taken = pts
         return True
@@ -353,7 +359,7 @@ def _decode_picks(
                     check_landing = True
                 except _AV_ERRORS:
                     if must_seek:
-                        return out, actual, decoded, errors, True
+                        return buffer, actual, decoded, errors, True
                     allow_seek = False
             first_run = False
             need_seek = False
@@ -377,7 +383,7 @@ def _decode_picks(
                         check_landing = False
                         if pts > target:
                             if by_dts:
-                                return out, actual, decoded, errors, True
+                                return buffer, actual, decoded, errors, True
                             by_dts = True
                             need_seek = True  # the same target again, seeking by dts
                             break
@@ -407,13 +413,13 @@ def _decode_picks(
                 # End of stream (demux's last, empty packet flushed the decoder).
                 if check_landing:  # a seek that led to no frame at all
                     if by_dts:
-                        return out, actual, decoded, errors, True
+                        return buffer, actual, decoded, errors, True
                     by_dts = True
                     continue
                 if i < len(wanted) and prev is not None:
                     take(wanted[i], *prev)
                 break
-        return out, actual, decoded, errors, False
+        return buffer, actual, decoded, errors, False
     finally:
         container.close()
 
@@ -498,7 +504,7 @@ def sample_video(
         frames, actual, decoded, errors, overshot = _decode_picks(
             container, False, probe, wanted, allow_seek=True, careful=False
         )
-        if overshot or len(frames) < len(wanted):
+        if overshot or len(actual) < len(wanted):
             # Frames missing: once more, carefully. A damaged file (decode errors) without frame
             # threads, which can drop the frames queued before an error; otherwise (a seek that
             # overshot or found nothing) forward from the start without seeking.
@@ -515,18 +521,15 @@ def sample_video(
         raise
     except _AV_ERRORS + (ValueError,) as exc:
         raise MediaError(f"the video cannot be decoded ({exc})") from None
-    if not frames:
+    if frames is None or not actual:
         raise MediaError("no frame of the video could be decoded")
 
-    kept = [w for w in wanted if w in frames]
+    kept = [w for w in wanted if w in actual]
+    frames = frames[: len(kept)] if len(kept) == len(frames) else frames[: len(kept)].copy()
     start = probe.times[0]
-    shapes = {frames[w].shape for w in kept}
-    if len(shapes) > 1:  # a resolution change mid-stream: keep the size of the first kept frame
-        first = frames[kept[0]].shape
-        kept = [w for w in kept if frames[w].shape == first]
     n_source = len(probe.times)
     return VideoFrames(
-        frames=np.stack([frames[w] for w in kept]),
+        frames=frames,
         timestamps=[(actual[w] - start) * time_base for w in kept],
         duration=duration,
         source_fps=(n_source / duration) if duration > 0 else 0.0,
