@@ -166,9 +166,13 @@ def decode_image(data: bytes, limits: MediaLimits = MediaLimits()) -> Image.Imag
             f"the image is {len(data)} bytes, more than the limit of {limits.max_media_bytes} bytes"
         )
     too_many = f"the image declares more pixels than the limit of {limits.max_image_pixels}"
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if pillow_limit is not None and pillow_limit < limits.max_image_pixels:
+        # Pillow's own bomb check (a warning past MAX_IMAGE_PIXELS, an error past twice that) must
+        # not refuse what the operator allowed: our limit, checked below, is the one that counts.
+        Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     try:
-        # Reads the header only. Pillow's own bomb check (Image.MAX_IMAGE_PIXELS) may fire first.
-        img = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)
+        img = Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS)  # reads the header only
     except Image.DecompressionBombError:
         raise MediaError(too_many) from None
     except UnidentifiedImageError:

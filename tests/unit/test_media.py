@@ -294,6 +294,15 @@ def test_png_header_above_configured_pixel_limit_is_rejected_before_decoding(
         decode_image(png_with_declared_size(side, side), LIMITS)
 
 
+def test_pixel_limit_above_pillows_own_bomb_limit_is_the_one_that_counts(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    header_only = png_with_declared_size(15000, 12000)  # 180 Mpx: past Pillow's error threshold
+    with pytest.raises(MediaError, match="truncated or corrupt"):  # allowed, but no pixel data
+        decode_image(header_only, MediaLimits(max_image_pixels=200_000_000))
+    with pytest.raises(MediaError, match="limit of 100000000"):
+        decode_image(header_only, MediaLimits(max_image_pixels=100_000_000))
+
+
 def test_pixel_limit_is_configurable():
     data = png_bytes(Image.new("RGB", (20, 20)))
     with pytest.raises(MediaError, match="20x20 = 400 pixels"):
