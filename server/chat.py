@@ -255,6 +255,7 @@ class ChatService:
 
     async def abort(self, prepared: PreparedChat) -> None:
         """Abort the engine request of ``prepared`` (no-op if it finished)."""
+        logger.info("client disconnected: aborting %s", prepared.id)
         try:
             await self.engine.abort(prepared.id)
         except Exception:
@@ -369,6 +370,7 @@ class ChatService:
                     ),
                 )
         except APIError as exc:
+            logger.warning("stream %s failed after it started: %s", prepared.id, exc.message)
             yield sse_event(exc.to_dict())
         except Exception:
             logger.exception("stream %s failed", prepared.id)

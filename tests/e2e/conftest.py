@@ -144,6 +144,15 @@ def pytest_runtest_teardown(item, nextitem):
         _server = None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed e2e test, attach the tail of the server log to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _server is not None and HERE in Path(str(item.fspath)).resolve().parents:
+        report.sections.append(("interleave-serve log (tail)", _server.log_tail(80)))
+
+
 def pytest_sessionfinish(session, exitstatus):
     global _server
     if _server is not None:

@@ -39,13 +39,15 @@ def test_disconnect_after_first_chunk_aborts(live_server, client, model_name):
     with httpx.Client(base_url=live_server.base_url, timeout=60) as streamer:
         with streamer.stream("POST", "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    break
+            lines = r.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
             during = _gauges(client)
             if during[0] != 1.0:
-                rest = [line for line in r.iter_lines() if line]
-                pytest.fail(f"not in flight while open: before={before} during={during}; rest of stream: {rest[-3:]}")
+                rest = [line for line in lines if line]
+                pytest.fail(
+                    f"not in flight while open: before={before} during={during}; first={first[:300]}; "
+                    f"rest of stream ({len(rest)} lines): {rest[-3:]}"
+                )
     # closed after the first chunk: both gauges return to 0 within 2 s (polled, not timed)
     assert _poll_until_idle(client) == (0.0, 0.0)
     # the server carries on
