@@ -149,6 +149,29 @@ class RunningServer:
         except OSError:
             return "(no log)"
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of the server process and of each of its descendants,
+        keyed by role: ``api`` (the HTTP server process) and the others by process name
+        (``VLLM::EngineCore``, ``VLLM::Worker``, ...)."""
+        import psutil
+
+        out: dict[str, float] = {}
+        try:
+            root = psutil.Process(self.process.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return out
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                name = "api" if proc.pid == root.pid else proc.name()
+                if name.startswith("python") or "resource_tracker" in " ".join(proc.cmdline()):
+                    name = "helper"
+                out[name] = out.get(name, 0.0) + t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM the server's process group (the server and its engine core), then SIGKILL."""
         proc = self.process

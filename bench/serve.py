@@ -60,6 +60,7 @@ import numpy as np  # noqa: E402
 from bench._servers import OURS, SERVED_NAME, VLLM, VLLM_BUILTIN, EngineOptions, ServerKind, start_server  # noqa: E402
 
 TYPES = ("image2", "video", "text")
+SERVER_KINDS: dict[str, ServerKind] = {k.key: k for k in (OURS, VLLM, VLLM_BUILTIN)}
 IMAGE_SIZE = (640, 480)
 VIDEO_SIZE = (320, 240)
 VIDEO_SECONDS = 4
@@ -295,10 +296,12 @@ class RoundStats:
     e2e_p99: float
     per_type: dict = field(default_factory=dict)
     scheduler: dict = field(default_factory=dict)
+    cpu_s: dict = field(default_factory=dict)
     first_errors: list = field(default_factory=list)
 
 
-def summarize(server: str, rnd: int, start_s: float, results: list[Result], wall: float, scheduler: dict) -> RoundStats:
+def summarize(server: str, rnd: int, start_s: float, results: list[Result], wall: float, scheduler: dict,
+              cpu_s: dict) -> RoundStats:
     ok = [r for r in results if r.ok]
     per_type = {}
     for kind in TYPES:
@@ -328,6 +331,7 @@ def summarize(server: str, rnd: int, start_s: float, results: list[Result], wall
         e2e_p99=pct([r.e2e for r in ok], 99),
         per_type=per_type,
         scheduler=scheduler,
+        cpu_s=cpu_s,
         first_errors=[f"{r.kind}: {r.error}" for r in results if not r.ok][:3],
     )
 
@@ -384,10 +388,11 @@ HEADER = (
 def print_report(all_rounds: list[RoundStats], kinds: list[ServerKind]) -> dict:
     print()
     print("per round")
-    print(HEADER + "  start s  errors")
+    print(HEADER + "  start s  errors  CPU s during the load: per process")
     print("-" * (len(HEADER) + 17))
     for r in all_rounds:
-        print(row(f"{r.server} r{r.round}", asdict(r), f"  {r.start_s:>7.1f}  {r.errors:>6}"))
+        cpu = " ".join(f"{k} {v:.1f}" for k, v in sorted(r.cpu_s.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+        print(row(f"{r.server} r{r.round}", asdict(r), f"  {r.start_s:>7.1f}  {r.errors:>6}  {cpu}"))
     print()
     print("per type (all rounds pooled by median of round values)")
     print(f"{'server':<14} {'type':<7} {'prompt tok':>10} {'out tok':>8} {'TTFT p50':>9} {'e2e p50':>9} {'e2e p99':>9}")
@@ -424,6 +429,39 @@ def print_report(all_rounds: list[RoundStats], kinds: list[ServerKind]) -> dict:
             "(throughput: >1 ours faster; latency: <1 ours faster)"
         )
     return {"summary": summary, "ratios": ratios}
+
+
+# --------------------------------------------------------------------------------------------------
+# profiling
+
+
+def start_py_spy(server, out_dir: Path, tag: str):
+    """`py-spy record` (collapsed stacks, all processes of the server) during the measured load."""
+    import shutil
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{tag}.collapsed.txt"
+    proc = subprocess.Popen(
+        [exe, "record", "--pid", str(server.process.pid), "--subprocesses", "--rate", "200",
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # let it attach before the load starts
+    return proc
+
+
+def stop_py_spy(proc) -> None:
+    import signal
+
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +515,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                    help="send ignore_eos (vLLM honours it, our server ignores it)")
+    p.add_argument("--py-spy", type=Path, metavar="DIR",
+                   help="record py-spy profiles (collapsed stacks of every server process) during each load into DIR")
     p.add_argument("--log-dir", type=Path, default=ROOT / ".cache" / "bench-serve" / "logs")
     args = p.parse_args(argv)
     args.cuda = cuda
@@ -489,11 +529,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    registry = {k.key: k for k in (OURS, VLLM, VLLM_BUILTIN)}
     try:
-        kinds = [registry[s.strip()] for s in args.servers.split(",") if s.strip()]
+        kinds = [SERVER_KINDS[s.strip()] for s in args.servers.split(",") if s.strip()]
     except KeyError as exc:
-        print(f"unknown server {exc}; choose from {sorted(registry)}", file=sys.stderr)
+        print(f"unknown server {exc}; choose from {sorted(SERVER_KINDS)}", file=sys.stderr)
         return 2
     if VLLM_BUILTIN in kinds and not args.cuda:
         print("vllm-builtin needs CUDA (stock llava.py imports torchvision via pixtral): skipped", file=sys.stderr)
@@ -551,10 +590,15 @@ def main(argv: list[str] | None = None) -> int:
                 if bad:
                     raise RuntimeError(f"{kind.key} warm-up failed: {bad[0].kind}: {bad[0].error}")
                 print(f"{len(order)} requests ...", end=" ", flush=True)
+                spy = start_py_spy(server, args.py_spy, f"{kind.key}-r{rnd}") if args.py_spy else None
+                cpu0 = server.cpu_seconds()
                 results, wall = asyncio.run(run_load(server.base_url, workload, order, args.concurrency))
+                cpu1 = server.cpu_seconds()
+                stop_py_spy(spy)
             finally:
                 server.stop()
-            stats = summarize(kind.key, rnd, server.start_seconds, results, wall, server.scheduler)
+            cpu_s = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
+            stats = summarize(kind.key, rnd, server.start_seconds, results, wall, server.scheduler, cpu_s)
             all_rounds.append(stats)
             print(f"{wall:.1f} s, {stats.req_per_s:.2f} req/s, {stats.errors} errors", flush=True)
             if stats.errors:
