@@ -261,15 +261,30 @@ def _probe(container: av.container.InputContainer, stream: av.VideoStream) -> _P
 
 
 def _plan(probe: _Probe, count: int) -> list[int]:
-    """Indices (into probe.times) of the frames shown at the centres of `count` equal segments."""
+    """Indices (into probe.times) of `count` distinct frames spread over the real duration.
+
+    Each pick is the frame shown at the centre of one of `count` equal segments of the span from the
+    first frame to the end of the last. When two centres fall on the same source frame (variable
+    frame rate: a frame shown for a long time), the later pick moves to the next frame, so a clip
+    with at least `count` frames always gives `count` distinct frames, in time order. A clip with
+    fewer frames gives each of its frames once.
+    """
+    n = len(probe.times)
+    if n <= count:
+        return list(range(n))
     start = probe.times[0]
     span = probe.end - start
+    shown = [
+        max(0, bisect.bisect_right(probe.times, start + (i + 0.5) * span / count) - 1)
+        for i in range(count)
+    ]
     picks: list[int] = []
-    for i in range(count):
-        t = start + (i + 0.5) * span / count
-        k = max(0, bisect.bisect_right(probe.times, t) - 1)
-        if not picks or k != picks[-1]:
-            picks.append(k)
+    for i, k in enumerate(shown):
+        # strictly increasing, and leave room for the picks still to come
+        k = max(k, picks[-1] + 1) if picks else k
+        picks.append(min(k, n - count + i))
+    for i in range(count - 2, -1, -1):  # a pick pushed back by the room rule keeps order
+        picks[i] = min(picks[i], picks[i + 1] - 1)
     return picks
 
 

@@ -666,6 +666,20 @@ def test_variable_frame_rate_clip_gives_requested_frames_over_real_duration():
         assert (i + 0.5) * segment - 0.2 - 1e-6 <= t <= (i + 0.5) * segment + 1e-6
 
 
+def test_vfr_clip_with_long_held_frames_still_gives_requested_distinct_frames():
+    # 8 frames, some shown for long: several segment centres fall on the same held frame.
+    pts = [0, 100, 150, 700, 800, 1500, 1600, 2000]
+    data = encode_h264(8, 25, pts=pts, time_base=Fraction(1, 1000))
+    for count in (4, 6, 8):
+        video = sample_video(data, num_frames=count)
+        assert len(video.frames) == count
+        assert len(set(video.frame_indices)) == count
+        assert video.frame_indices == sorted(video.frame_indices)
+        assert [frame_index(f) for f in video.frames] == video.frame_indices
+    # fewer frames than requested: each frame once
+    assert sample_video(data, num_frames=12).frame_indices == list(range(8))
+
+
 def test_clip_whose_container_states_more_frames_than_it_holds():
     full = encode_h264(60, 15, gop=10, faststart=True)  # index first, so a cut file still opens
     cut = full[: len(full) // 2]
