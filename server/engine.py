@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,25 @@ from server.settings import ServerSettings
 logger = logging.getLogger(__name__)
 
 TINY_SERVED_NAME = "llava-interleave-tiny-random"
+CPU_DEFAULT_KV_CACHE_GIB = 2.0
+"""KV cache on the CPU build when neither --kv-cache-memory-gib nor VLLM_CPU_KVCACHE_SPACE is given
+(otherwise vLLM reserves gpu_memory_utilization of ALL host memory and refuses to start on a busy host)."""
+
+
+def _kv_cache_bytes(settings: ServerSettings) -> int | None:
+    if settings.kv_cache_memory_gib is not None:
+        return int(settings.kv_cache_memory_gib * 2**30)
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return None  # vLLM's CPU platform reads it
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        logger.warning(
+            "CPU build without --kv-cache-memory-gib or VLLM_CPU_KVCACHE_SPACE: using a %.0f GiB KV cache",
+            CPU_DEFAULT_KV_CACHE_GIB,
+        )
+        return int(CPU_DEFAULT_KV_CACHE_GIB * 2**30)
+    return None
 
 
 def served_model_name(settings: ServerSettings, model_path: Path) -> str:
@@ -64,6 +84,9 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     )
     if settings.max_num_seqs is not None:
         kwargs["max_num_seqs"] = settings.max_num_seqs
+    kv_bytes = _kv_cache_bytes(settings)
+    if kv_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = kv_bytes
     return AsyncEngineArgs(**kwargs)
 
 

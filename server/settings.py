@@ -67,6 +67,13 @@ class ServerSettings(BaseSettings):
         description="Fraction of accelerator memory vLLM may use (on the CPU build: of host memory; "
         "the KV cache size there is VLLM_CPU_KVCACHE_SPACE GiB).",
     )
+    kv_cache_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="KV cache size in GiB (vLLM kv_cache_memory_bytes; overrides the memory fraction). "
+        "On the CPU build, VLLM_CPU_KVCACHE_SPACE wins if set, and without either the server uses "
+        "2 GiB.",
+    )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     max_num_seqs: int | None = Field(None, ge=1, description="Max sequences per batch (vLLM default).")
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation in vLLM.")

@@ -56,6 +56,8 @@ class LiveServer:
     log_path: Path
     media_dir: Path
     checkpoint: Path
+    ready_statuses: list[int]
+    """Every /ready status seen while waiting for the engine (503 while loading, then 200)."""
 
     @property
     def v1(self) -> str:
@@ -113,7 +115,7 @@ def live_server(tmp_path_factory, tiny_checkpoint_path) -> LiveServer:
     ]
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = LiveServer(BASE_URL, proc, log_path, media_dir, tiny_checkpoint_path)
+    server = LiveServer(BASE_URL, proc, log_path, media_dir, tiny_checkpoint_path, [])
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     ready = False
     with httpx.Client(timeout=5) as client:
@@ -121,7 +123,9 @@ def live_server(tmp_path_factory, tiny_checkpoint_path) -> LiveServer:
             if proc.poll() is not None:
                 break
             try:
-                if client.get(BASE_URL + "/ready").status_code == 200:
+                status = client.get(BASE_URL + "/ready").status_code
+                server.ready_statuses.append(status)
+                if status == 200:
                     ready = True
                     break
             except httpx.HTTPError:

@@ -58,6 +58,11 @@ MIXED_RENDERED = (
 )
 
 
+def test_ready_was_503_while_the_engine_loaded(live_server):
+    assert live_server.ready_statuses[-1] == 200
+    assert 503 in live_server.ready_statuses  # the HTTP server answers before the engine is up
+
+
 def test_models_health_ready(client, model_name):
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["object"] == "model"
