@@ -186,11 +186,6 @@ def test_corrupted_middle_packets_sample_the_frames_that_decode(client, tokenize
     assert 1 <= visual_items(tokenizer, r, "Watch") <= 8
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server/media dedupes sampled timestamps that land on the same source frame, so a VFR clip "
-    "gives fewer frames than requested (cases/README.md asks for the requested number); reported",
-)
 def test_variable_frame_rate_clip_gives_requested_frames(client, tokenizer):
     clip = e2e_media.h264(frames=8, pts_ms=[0, 100, 150, 700, 800, 1500, 1600, 2000])
     r = chat(client, [{"type": "text", "text": "Watch"}, video_part(e2e_media.video_url(clip), num_frames=4)])
