@@ -8,7 +8,6 @@ import json
 import pytest
 from server_fakes import FakeEngine, png_data_url, running_app, sample_value
 
-from server.generation import EngineFailure
 from server.settings import ServerSettings
 
 pytestmark = pytest.mark.unit
