@@ -193,7 +193,7 @@ class ChatService:
                     media.urls[0], num_frames=media.num_frames, fps=media.fps
                 )
                 self._count_media(kind, t0)
-                frames = list(video.frames[: media.num_frames])
+                frames = list(video.frames)  # the sampler already caps fps sampling at num_frames
                 if not frames:
                     raise ValueError("the video has no decodable frames")
                 return [Image.fromarray(f).convert("RGB") for f in frames]

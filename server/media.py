@@ -468,7 +468,8 @@ def sample_video(
     frame count or duration fields), so variable frame rate and truncated files work. The span from
     the first frame to the end of the last is cut into `num_frames` equal segments and the frame
     shown at each segment's centre is taken; with `fps`, the count is floor(duration * fps),
-    at least 1 and at most `limits.max_frames` (then `num_frames` only has to be valid). A clip with
+    at least 1 and at most `num_frames` and `limits.max_frames` (num_frames caps fps, as in vLLM),
+    still spread over the whole duration. A clip with
     fewer frames than segments gives each of its frames once. Damaged packets are skipped. Frames
     get their display rotation (multiples of 90 degrees) applied.
 
@@ -514,7 +515,7 @@ def sample_video(
     duration = span * time_base
     count = num_frames
     if fps is not None:
-        count = max(1, min(limits.max_frames, int(np.floor(duration * fps + 1e-9))))
+        count = max(1, min(limits.max_frames, num_frames, int(np.floor(duration * fps + 1e-9))))
     picks = _plan(probe, count)
     wanted = [probe.times[k] for k in picks]
 

@@ -642,6 +642,13 @@ def test_fps_sampling_and_its_cap(clip_60):
     assert len(capped.frames) == 10 and capped.frame_indices == expected_centres(60, 10)
 
 
+def test_num_frames_caps_fps_sampling_spread_over_the_whole_clip(clip_60):
+    video = sample_video(clip_60, num_frames=4, fps=5)
+    assert len(video.frames) == 4
+    # spread over the whole duration, not the first four fifths of a second
+    assert video.timestamps[-1] > 0.7 * video.duration
+
+
 def test_2_second_clip_at_1_fps_with_16_frames_gives_the_frames_it_has():
     data = encode_h264(2, 1)
     video = sample_video(data, num_frames=16)
