@@ -22,7 +22,7 @@ ARGS ?=
 # Extra arguments for `make test`, e.g. make test PYTEST_ARGS="-k media"
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-unit bench-video bench-preprocess bench-serve checkpoint clean
+.PHONY: install serve test test-sdk test-unit bench-video bench-preprocess bench-serve checkpoint clean
 
 install: $(STAMP)
 
@@ -39,8 +39,16 @@ endif
 serve: install
 	$(VENV)/bin/interleave-serve $(ARGS)
 
+# The SDK's own tests run as a second session (its live tests already run inside tests/e2e, against
+# the shared server); only when no PYTEST_ARGS narrow the run.
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(VENV)/bin/pytest clients/python/tests --ignore=clients/python/tests/test_live.py
+endif
+
+test-sdk: install
+	$(VENV)/bin/pytest clients/python/tests --ignore=clients/python/tests/test_live.py
 
 test-unit: install
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
