@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .weights import canonical_key
+
 logger = logging.getLogger(__name__)
 
 # Token ids of the published Qwen1.5 tokenizer plus llava-hf's added ``<image>``.
@@ -288,27 +290,6 @@ def _processor_files() -> dict[str, str]:
     }
 
 
-def published_key(hf5_key: str) -> str:
-    """Map a transformers 5.x parameter name to the published (transformers < 4.52) checkpoint key.
-
-    ``model.language_model.X`` -> ``language_model.model.X``, ``lm_head.X`` ->
-    ``language_model.lm_head.X``, ``model.vision_tower.X`` -> ``vision_tower.vision_model.X``,
-    ``model.multi_modal_projector.X`` -> ``multi_modal_projector.X``.
-
-    Raises:
-        ValueError: for a name outside those four groups.
-    """
-    for old, new in (
-        ("model.language_model.", "language_model.model."),
-        ("lm_head.", "language_model.lm_head."),
-        ("model.vision_tower.", "vision_tower.vision_model."),
-        ("model.multi_modal_projector.", "multi_modal_projector."),
-    ):
-        if hf5_key.startswith(old):
-            return new + hf5_key[len(old) :]
-    raise ValueError(f"unexpected parameter name {hf5_key!r}")
-
-
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """Names (published layout) and shapes of every tensor a checkpoint of ``config`` stores.
 
@@ -322,7 +303,8 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     hf_config = LlavaConfig(**config)
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(hf_config)
-    shapes = {published_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    # transformers 5.x names -> the published layout (the adapter's canonical key mapping)
+    shapes = {canonical_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
     if config["tie_word_embeddings"]:
         shapes.pop("language_model.lm_head.weight", None)
     return shapes
