@@ -68,8 +68,9 @@ VIDEO_PLACEHOLDER = "<video>"
 text; the processor finds it in token space (re-encoding it canonically if the tokenizer merged it
 with its neighbours) and replaces it by frames x 729 ``<image>`` tokens."""
 MAX_FRAMES_PER_VIDEO = 32
-"""Upper bound of frames per video used for the engine's memory profiling (the reference samples 16;
-vLLM's video loader defaults to 32)."""
+"""Upper bound of frames per video used for the engine's memory profiling and encoder budget (the
+reference samples 16; vLLM's video loader defaults to 32), unless the engine's
+``limit_mm_per_prompt={"video": {"num_frames": F}}`` sets another."""
 
 
 class ImagePixelInputs(TensorSchema):
@@ -129,7 +130,14 @@ class LlavaInterleaveProcessingInfo(BaseProcessingInfo):
         per_frame = self.get_num_image_tokens(image_width=size.width, image_height=size.height)
         num_videos = max(mm_counts.get("video", 0), 1)
         left = seq_len - mm_counts.get("image", 0) * per_frame
-        return max(min(left // (per_frame * num_videos), MAX_FRAMES_PER_VIDEO), 1)
+        return max(min(left // (per_frame * num_videos), self._max_frames_per_video()), 1)
+
+    def _max_frames_per_video(self) -> int:
+        """``MAX_FRAMES_PER_VIDEO``, or the engine's ``limit_mm_per_prompt`` video ``num_frames``."""
+        mm_config = self.ctx.get_mm_config()
+        options = mm_config.limit_per_prompt.get("video") if mm_config else None
+        num_frames = getattr(options, "num_frames", None)
+        return num_frames or MAX_FRAMES_PER_VIDEO
 
     def get_mm_max_tokens_per_item(
         self, seq_len: int, mm_counts: Mapping[str, int]

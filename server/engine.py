@@ -74,7 +74,16 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
         pipeline_parallel_size=settings.pipeline_parallel_size,
         data_parallel_size=settings.data_parallel_size,
         gpu_memory_utilization=settings.gpu_memory_utilization,
-        limit_mm_per_prompt={"image": settings.limit_images_per_prompt, "video": 0},
+        # Our prompts send a video as its frames (image items), never as a video item. The engine
+        # sizes its encoder cache and per-step encoder budget from its largest multimodal item,
+        # though: with images only that is the scheduler's token budget (2048 tokens = 2 images on
+        # CPU), so a request's images would be encoded two per step and evicted between requests.
+        # Allowing one video item of up to max_frames_per_request frames sizes the budget for a
+        # whole video's frames, as vLLM's own server has it (bench/serve.py: ratio 0.75 -> 0.97).
+        limit_mm_per_prompt={
+            "image": settings.limit_images_per_prompt,
+            "video": {"count": 1, "num_frames": settings.max_frames_per_request},
+        },
         enable_prefix_caching=settings.enable_prefix_caching,
         seed=settings.seed,
         hf_overrides=model_adapter.hf_overrides(),
@@ -84,6 +93,8 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     )
     if settings.max_num_seqs is not None:
         kwargs["max_num_seqs"] = settings.max_num_seqs
+    if settings.max_num_batched_tokens is not None:
+        kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
     kv_bytes = _kv_cache_bytes(settings)
     if kv_bytes is not None:
         kwargs["kv_cache_memory_bytes"] = kv_bytes

@@ -76,6 +76,11 @@ class ServerSettings(BaseSettings):
     )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     max_num_seqs: int | None = Field(None, ge=1, description="Max sequences per batch (vLLM default).")
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Max tokens scheduled in one engine step (prefill chunk size; vLLM default).",
+    )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation in vLLM.")
     seed: int = Field(0, description="Engine seed (a request's `seed` overrides it for that request).")
     disable_log_stats: bool = Field(
