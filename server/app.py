@@ -150,7 +150,7 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,6 +188,10 @@ async def _load(
             on_fatal(exc)
         return
     state.engine = engine
+    if hasattr(media_loader, "resize_to"):
+        # Images and frames are resized to the model's input side while decoding (same pixels as
+        # the model's own preprocessing; bounds the memory a request holds).
+        media_loader.resize_to = builder.image_size
     state.service = ChatService(
         engine,
         media_loader,

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -96,6 +97,10 @@ class ChatService:
         self.engine = engine
         self.media_loader = media_loader
         self.prompt_builder = prompt_builder
+        # Tokenizing runs off the event loop (a large text must not stall other requests and
+        # /health), on one thread: fast tokenizers are not safe for concurrent calls that change
+        # settings such as split_special_tokens.
+        self._tokenizer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.limits = limits
         self.metrics = metrics
         self.default_max_tokens = default_max_tokens
@@ -122,13 +127,25 @@ class ChatService:
         plan = plan_media(request, self.limits)
         max_len = self.engine.max_model_len
         requested = request.requested_max_tokens
-        # Cheap early check with the fewest images the parts can give (a video gives at least one
-        # frame), so hopeless requests fail before any download or decode.
-        lower = self.prompt_builder.build(request, [1 if m.kind == "video" else m.max_items for m in plan])
+        fewest_images = [1 if m.kind == "video" else m.max_items for m in plan]
+        # Cheapest check first, without tokenizing: a lower bound of the text tokens.
+        min_text = self.prompt_builder.min_text_tokens(request)
+        min_visual = sum(fewest_images) * self.prompt_builder.tokens_per_image
+        if min_text + min_visual + (requested or 1) > max_len:
+            raise invalid_request(
+                f"This request needs at least {min_text + min_visual + (requested or 1)} tokens: "
+                f"at least {min_text} text tokens + at least {min_visual} visual tokens + "
+                f"{requested or 1} max_tokens, but the model's context holds {max_len} tokens.",
+                param="max_tokens" if requested is not None and min_text + min_visual < max_len else "messages",
+                code="context_length_exceeded",
+            )
+        # Then with the fewest images the parts can give (a video gives at least one frame), so
+        # hopeless requests fail before any download or decode.
+        lower = await self._build_prompt(request, fewest_images)
         resolve_max_tokens(lower, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens)
 
         media = await self._load_all(plan)
-        prompt = self.prompt_builder.build(request, [len(images) for images in media])
+        prompt = await self._build_prompt(request, [len(images) for images in media])
         max_tokens = resolve_max_tokens(
             prompt, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens
         )
@@ -154,6 +171,13 @@ class ChatService:
             images=images,
             options=options,
             arrival=arrival,
+        )
+
+    async def _build_prompt(self, request: ChatCompletionRequest, items_per_media: Sequence[int]) -> BuiltPrompt:
+        """``PromptBuilder.build`` on the tokenizer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._tokenizer_pool, self.prompt_builder.build, request, items_per_media
         )
 
     async def _load_all(self, plan: Sequence[MediaRequest]) -> list[list[Image.Image]]:

@@ -168,9 +168,9 @@ class VLLMEngine:
         prompt: dict[str, Any] = {"prompt_token_ids": list(prompt_token_ids)}
         if images:
             prompt["multi_modal_data"] = {"image": list(images)}
-        params = self._sampling_params(options)
         want_logprobs = options.logprobs is not None
         try:
+            params = self._sampling_params(options)
             async for out in self.llm.generate(TokensPrompt(**prompt), params, request_id):
                 prompt_tokens = len(out.prompt_token_ids or ())
                 deltas = [

@@ -29,6 +29,7 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -36,6 +37,7 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.headers = headers
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error body."""
@@ -48,8 +50,8 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
 
 
 def unauthorized(message: str = "Invalid or missing API key.") -> APIError:
-    """HTTP 401 ``authentication_error``."""
-    return APIError(401, message, type="authentication_error", code="invalid_api_key")
+    """HTTP 401 as OpenAI sends it: type ``invalid_request_error``, code ``invalid_api_key``."""
+    return APIError(401, message, type="invalid_request_error", code="invalid_api_key")
 
 
 def payload_too_large(limit: int) -> APIError:
@@ -61,9 +63,16 @@ def payload_too_large(limit: int) -> APIError:
     )
 
 
-def service_unavailable(message: str) -> APIError:
-    """HTTP 503 (model loading, draining)."""
-    return APIError(503, message, type="service_unavailable", code="service_unavailable")
+def service_unavailable(message: str, retry_after_seconds: int = 1) -> APIError:
+    """HTTP 503 (model loading, draining) with ``Retry-After`` (seconds), which clients such as our
+    SDK honour before retrying."""
+    return APIError(
+        503,
+        message,
+        type="service_unavailable",
+        code="service_unavailable",
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
 
 
 def internal_error(message: str = "The server failed to process the request.") -> APIError:

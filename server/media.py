@@ -31,6 +31,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model_adapter.preprocess import resize_image
+
 __all__ = [
     "MediaError",
     "MediaLimits",
@@ -662,6 +664,11 @@ class MediaLoader:
 
     `http_client`, when given, is used as is (the caller closes it); it is asked never to follow
     redirects itself. Call `aclose()` on shutdown.
+
+    `resize_to` (pixels, the model's input side, 384): images and sampled frames are resized to
+    `resize_to` x `resize_to` in the worker thread, with exactly the model's preprocessing resize
+    (Pillow bicubic, `model_adapter.preprocess.resize_image`), so the model sees the same pixel
+    values while a 36-megapixel photo is held as 0.4 MB instead of 108 MB until it is encoded.
     """
 
     def __init__(
@@ -670,8 +677,10 @@ class MediaLoader:
         *,
         max_workers: int = 2,
         http_client: httpx.AsyncClient | None = None,
+        resize_to: int | None = None,
     ):
         self.limits = limits
+        self.resize_to = resize_to
         self._policy = _HostPolicy(limits.allowed_remote_hosts)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="media")
         self._owns_client = http_client is None
@@ -720,9 +729,25 @@ class MediaLoader:
         """Fetch and decode one image: an 8-bit RGB Pillow image. Raises MediaError."""
         data = await self.fetch(url)
         try:
-            return await self._run(decode_image, data, self.limits)
+            return await self._run(self._decode_image, data)
         except MediaError as exc:
             raise MediaError(f"{_shown(url)}: {exc}") from None
+
+    def _decode_image(self, data: bytes) -> Image.Image:
+        image = decode_image(data, self.limits)
+        if self.resize_to is None:
+            return image
+        return Image.fromarray(resize_image(image, self.resize_to))
+
+    def _sample_video(self, data: bytes, num_frames: int, fps: float | None) -> VideoFrames:
+        video = sample_video(data, num_frames=num_frames, fps=fps, limits=self.limits)
+        if self.resize_to is not None and len(video.frames):
+            size = self.resize_to
+            out = np.empty((len(video.frames), size, size, 3), dtype=np.uint8)
+            for i, frame in enumerate(video.frames):
+                out[i] = resize_image(Image.fromarray(frame), size)
+            video.frames = out
+        return video
 
     async def load_video(
         self, url: str, *, num_frames: int = 16, fps: float | None = None
@@ -731,9 +756,7 @@ class MediaLoader:
         _check_sampling(num_frames, fps, self.limits)  # before fetching anything
         data = await self.fetch(url)
         try:
-            return await self._run(
-                sample_video, data, num_frames=num_frames, fps=fps, limits=self.limits
-            )
+            return await self._run(self._sample_video, data, num_frames, fps)
         except MediaError as exc:
             raise MediaError(f"{_shown(url)}: {exc}") from None
 

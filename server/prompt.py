@@ -210,6 +210,7 @@ class PromptBuilder:
         im_end_id: int,
         tokens_per_image: int,
         default_system_prompt: str = "",
+        image_size: int = 384,
     ) -> None:
         self.tokenizer = tokenizer
         self.image_token_id = image_token_id
@@ -217,7 +218,37 @@ class PromptBuilder:
         self.im_end_id = im_end_id
         self.tokens_per_image = tokens_per_image
         self.default_system_prompt = default_system_prompt
+        self.image_size = image_size
         self._special_ids = {image_token_id, im_start_id, im_end_id}
+        self._max_token_bytes: int | None = None
+
+    @property
+    def max_token_bytes(self) -> int:
+        """Most UTF-8 bytes of text one token can stand for (the longest vocab entry, at least 1).
+
+        Used for a lower bound on a text's token count without tokenizing it: a byte-level BPE token
+        of L characters covers L bytes, and its UTF-8 spelling is never shorter, so
+        ``ceil(bytes / max_token_bytes)`` tokens is a safe minimum.
+        """
+        if self._max_token_bytes is None:
+            get_vocab = getattr(self.tokenizer, "get_vocab", None)
+            vocab = get_vocab() if get_vocab is not None else {}
+            longest = max((len(t.encode("utf-8", "replace")) for t in vocab), default=0)
+            self._max_token_bytes = max(longest, 1) if vocab else 1 << 30
+        return self._max_token_bytes
+
+    def min_text_tokens(self, request: ChatCompletionRequest) -> int:
+        """A lower bound of the request's text tokens, computed without tokenizing (see
+        :attr:`max_token_bytes`); lets a request whose text alone cannot fit be refused before a
+        multi-megabyte body is tokenized."""
+        total = len(self.default_system_prompt.encode("utf-8"))
+        for msg in request.messages:
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    total += len(part.text.encode("utf-8"))
+                elif isinstance(part, SceneViewsPart) and part.scene_views.labels:
+                    total += sum(len((label or "").encode("utf-8")) for label in part.scene_views.labels)
+        return -(-total // self.max_token_bytes)
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path, *, default_system_prompt: str = "") -> PromptBuilder:
@@ -241,6 +272,7 @@ class PromptBuilder:
             im_end_id=int(im_end),
             tokens_per_image=num_image_tokens(vision),
             default_system_prompt=default_system_prompt,
+            image_size=int(vision["image_size"]),
         )
 
     # -- rendering --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""HTTP endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``/health``, ``/ready``, ``/metrics``."""
+"""HTTP endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (and ``/v1/models/{id}``), ``/health``, ``/ready``, ``/metrics``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.auth import check_api_key
-from server.errors import invalid_request, service_unavailable
+from server.errors import APIError, invalid_request, service_unavailable
 from server.lifecycle import AppState
 from server.schemas import ModelCard, ModelList, parse_chat_request
 from server.streaming import ClientDisconnected, SSEResponse, run_unless_disconnected
@@ -64,6 +64,41 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse(ModelList(data=cards).model_dump(mode="json", exclude_none=True))
 
 
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> JSONResponse:
+    """One model card (``client.models.retrieve``); 404 ``model_not_found`` for another name."""
+    st = app_state(request)
+    check_api_key(request, st.settings.api_key)
+    if st.engine is None or model_id != st.engine.served_model_name:
+        raise APIError(
+            404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+        )
+    card = ModelCard(id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len)
+    return JSONResponse(card.model_dump(mode="json", exclude_none=True))
+
+
+def _lone_surrogate_path(value: object, path: str = "") -> str | None:
+    """Path (``messages[0].content``) of the first string holding a lone surrogate, "" for the
+    body itself, None when every string is valid Unicode (JSON allows escapes like ``\\ud800``)."""
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                key_path = f"{where}.{k}" if where else str(k)
+                if isinstance(k, str) and _lone_surrogate_path(k) is not None:
+                    return where
+                stack.append((v, key_path))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     st = app_state(request)
@@ -80,6 +115,15 @@ async def chat_completions(request: Request) -> Response:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid_request("The request body is not valid JSON: nested too deeply.") from None
+    bad = _lone_surrogate_path(body)
+    if bad is not None:
+        raise invalid_request(
+            f"{bad or 'The body'} contains a lone UTF-16 surrogate escape (\\ud800-\\udfff), "
+            "which is not valid Unicode text.",
+            param=bad or None,
+        )
     chat = parse_chat_request(body)
 
     try:

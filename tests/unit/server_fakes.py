@@ -54,6 +54,11 @@ class ByteTokenizer:
                 ids += [b + 10 for b in piece.encode()]
         return ids
 
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {chr(b): b + 10 for b in range(256)}
+        vocab.update(SPECIALS)
+        return vocab
+
     def decode(self, ids: Sequence[int]) -> str:
         inv = {v: k for k, v in SPECIALS.items()}
         out = b""
