@@ -46,7 +46,7 @@ class ServerSettings(BaseSettings):
         None,
         description="Path of a LLaVA-Interleave checkpoint in HF format. Default: the built-in tiny "
         "checkpoint with RANDOM weights, built on first use into the cache folder "
-        "(`$INTERLEAVE_CACHE_DIR` or ~/.cache/llava-interleave-serve/tiny).",
+        "(`$INTERLEAVE_CACHE_DIR`, default ~/.cache/llava-interleave-serve, folder tiny-seed0).",
     )
     served_model_name: str | None = Field(
         None,
