@@ -124,12 +124,25 @@ class VLLMEngine:
         Raises:
             Exception: whatever vLLM raises when it cannot start.
         """
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         model_adapter.register()
         args = build_engine_args(settings, model_path)
+        # The defaults vLLM's own OpenAI server gets (on GPUs a larger scheduler token budget).
+        vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+        sched = vllm_config.scheduler_config
+        # vLLM sizes the encoder cache as max(scheduler token budget, largest item): room for about
+        # one request's images. Identical images and frames across concurrent requests (a shared
+        # video, a product photo) are then evicted and re-encoded; a larger cache keeps them.
+        sched.encoder_cache_size = max(sched.encoder_cache_size, settings.encoder_cache_tokens)
         logger.info("starting vLLM AsyncLLM for %s", model_path)
-        llm = AsyncLLM.from_engine_args(args)
+        llm = AsyncLLM.from_vllm_config(
+            vllm_config,
+            usage_context=UsageContext.OPENAI_API_SERVER,
+            enable_log_requests=False,
+            disable_log_stats=settings.disable_log_stats,
+        )
         return cls(llm, model_path, served_model_name(settings, model_path), int(llm.model_config.max_model_len))
 
     @property

@@ -76,6 +76,12 @@ class ServerSettings(BaseSettings):
     )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     max_num_seqs: int | None = Field(None, ge=1, description="Max sequences per batch (vLLM default).")
+    encoder_cache_tokens: int = Field(
+        16384,
+        ge=0,
+        description="Vision-encoder output cache in tokens (729 per image or frame; 16384 = 22 images): "
+        "repeated images and frames across requests are encoded once while they stay in it.",
+    )
     max_num_batched_tokens: int | None = Field(
         None,
         ge=1,
