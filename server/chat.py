@@ -141,11 +141,12 @@ class ChatService:
             )
         # Then with the fewest images the parts can give (a video gives at least one frame), so
         # hopeless requests fail before any download or decode.
-        lower = await self._build_prompt(request, fewest_images)
+        encoded: dict[str, list[int]] = {}  # text runs tokenized once for both builds
+        lower = await self._build_prompt(request, fewest_images, encoded)
         resolve_max_tokens(lower, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens)
 
         media = await self._load_all(plan)
-        prompt = await self._build_prompt(request, [len(images) for images in media])
+        prompt = await self._build_prompt(request, [len(images) for images in media], encoded)
         max_tokens = resolve_max_tokens(
             prompt, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens
         )
@@ -173,11 +174,16 @@ class ChatService:
             arrival=arrival,
         )
 
-    async def _build_prompt(self, request: ChatCompletionRequest, items_per_media: Sequence[int]) -> BuiltPrompt:
-        """``PromptBuilder.build`` on the tokenizer thread."""
+    async def _build_prompt(
+        self,
+        request: ChatCompletionRequest,
+        items_per_media: Sequence[int],
+        encoded: dict[str, list[int]],
+    ) -> BuiltPrompt:
+        """``PromptBuilder.build`` on the tokenizer thread (``encoded``: the request's memo)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._tokenizer_pool, self.prompt_builder.build, request, items_per_media
+            self._tokenizer_pool, self.prompt_builder.build, request, items_per_media, encoded
         )
 
     async def _load_all(self, plan: Sequence[MediaRequest]) -> list[list[Image.Image]]:

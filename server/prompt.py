@@ -325,18 +325,35 @@ class PromptBuilder:
             raise RuntimeError("tokenizer produced special token ids from plain text; check split_special_tokens")
         return ids
 
-    def build(self, request: ChatCompletionRequest, items_per_media: Sequence[int]) -> BuiltPrompt:
-        """Render and encode; see :meth:`render` for ``items_per_media``."""
+    def build(
+        self,
+        request: ChatCompletionRequest,
+        items_per_media: Sequence[int],
+        encoded: dict[str, list[int]] | None = None,
+    ) -> BuiltPrompt:
+        """Render and encode; see :meth:`render` for ``items_per_media``.
+
+        ``encoded``: a per-request memo of text -> ids. Builds of one request with other image
+        counts (the early budget check, then the real one) contain the same text runs, so passing
+        the same dict tokenizes each run once.
+        """
+        memo = {} if encoded is None else encoded
+
+        def encode(text: str) -> list[int]:
+            if text not in memo:
+                memo[text] = self.encode_text(text)
+            return memo[text]
+
         ids: list[int] = []
         pending: list[str] = []
         for seg in self.render(request, items_per_media):
             if isinstance(seg, str):
                 pending.append(seg)
                 continue
-            ids += self.encode_text("".join(pending))
+            ids += encode("".join(pending))
             pending.clear()
             ids.append(seg)
-        ids += self.encode_text("".join(pending))
+        ids += encode("".join(pending))
         num_images = ids.count(self.image_token_id)
         text_tokens = len(ids) - num_images
         return BuiltPrompt(

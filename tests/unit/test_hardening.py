@@ -122,3 +122,16 @@ async def test_media_loader_resizes_to_the_model_input_with_the_models_own_resiz
         await sized.aclose()
     assert full.size == (1500, 1000) and small.size == (384, 384)
     assert np.array_equal(np.asarray(small), resize_image(full, 384))
+
+
+async def test_a_request_tokenizes_its_text_once():
+    """The early budget check and the real build share the request's text tokenization."""
+    async with running_app() as h:
+        calls = []
+        tokenizer = h.app.state.interleave.service.prompt_builder.tokenizer
+        original = tokenizer.encode
+        tokenizer.encode = lambda text, *a, **k: calls.append(text) or original(text, *a, **k)
+        r = await h.client.post(URL, json=body("a question with some words"))
+        assert r.status_code == 200
+        assert len(calls) == len(set(calls))
+        assert any("a question with some words" in c for c in calls)
