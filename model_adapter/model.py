@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import Annotated, Literal
 
 import numpy as np
@@ -216,7 +217,9 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
             out["video_num_frames"] = torch.tensor([len(v) for v in per_video], dtype=torch.long)
         return BatchFeature(out)
 
+    @cached_property
     def _video_target_ids(self) -> list[int]:
+        """Token ids of ``<video>`` encoded alone: the canonical video placeholder."""
         tokenizer = self.info.get_tokenizer()
         return tokenizer.encode(VIDEO_PLACEHOLDER, add_special_tokens=False)
 
@@ -248,7 +251,7 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
                 modality="image", target=[image_token_id], replacement=image_replacement
             ),
             PromptReplacement(
-                modality="video", target=self._video_target_ids(), replacement=video_replacement
+                modality="video", target=self._video_target_ids, replacement=video_replacement
             ),
         ]
 
@@ -264,7 +267,7 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
         return super()._maybe_apply_prompt_updates(mm_items, mm_res)
 
     def _canonicalize_video_placeholders(self, prompt_ids: list[int]) -> list[int]:
-        target = self._video_target_ids()
+        target = self._video_target_ids
         tokenizer = self.info.get_tokenizer()
         text = tokenizer.decode(prompt_ids)
         expected = text.count(VIDEO_PLACEHOLDER)
