@@ -20,12 +20,15 @@ PROMPT = "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n<|im_start|>assist
 IMAGE = gradient_image(120, 80, 11)
 
 
-def _write_variant(src: Path, dst: Path, rename, drop: str | None = None) -> Path:
+def _write_variant(src: Path, dst: Path, rename, drop: str | None = None, edit=None) -> Path:
+    """``src`` with its weights renamed (``rename``), one dropped (``drop``) or changed (``edit``)."""
     dst.mkdir(parents=True)
     for f in src.iterdir():
         if f.name != "model.safetensors":
             (dst / f.name).symlink_to(f)
     tensors = load_file(str(src / "model.safetensors"))
+    if edit is not None:
+        edit(tensors)
     out = {rename(k): v for k, v in tensors.items() if k != drop}
     save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
@@ -81,14 +84,11 @@ def test_layout_loads_to_identical_outputs(layout, tmp_path, tiny_checkpoint, ll
 def test_reload_really_changes_weights(tmp_path, tiny_checkpoint, llm, reload):
     """Guards the test above: a checkpoint with other weights gives other outputs."""
     expected = _greedy(llm)
-    src = load_file(str(tiny_checkpoint / "model.safetensors"))
-    variant = tmp_path / "scaled"
-    variant.mkdir()
-    for f in tiny_checkpoint.iterdir():
-        if f.name != "model.safetensors":
-            (variant / f.name).symlink_to(f)
-    src["language_model.lm_head.weight"] = src["language_model.lm_head.weight"] * 1.5
-    save_file(src, str(variant / "model.safetensors"), metadata={"format": "pt"})
+
+    def scale_lm_head(tensors):
+        tensors["language_model.lm_head.weight"] = tensors["language_model.lm_head.weight"] * 1.5
+
+    variant = _write_variant(tiny_checkpoint, tmp_path / "scaled", lambda k: k, edit=scale_lm_head)
     reload(variant)
     assert _greedy(llm) != expected
 
