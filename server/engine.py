@@ -73,6 +73,7 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
         tensor_parallel_size=settings.tensor_parallel_size,
         pipeline_parallel_size=settings.pipeline_parallel_size,
         data_parallel_size=settings.data_parallel_size,
+        distributed_executor_backend=settings.distributed_executor_backend,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         # Our prompts send a video as its frames (image items), never as a video item. The engine
         # sizes its encoder cache and per-step encoder budget from its largest multimodal item,

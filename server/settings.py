@@ -60,6 +60,12 @@ class ServerSettings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size.")
     pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallel size.")
     data_parallel_size: int = Field(1, ge=1, description="vLLM data parallel size.")
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
+        None,
+        description="vLLM executor of the tensor / pipeline parallel workers: `mp` (processes on this "
+        "node), `ray` (Ray actors in the replica's placement group; spans nodes), `uni` (one process). "
+        "Default: vLLM's choice (`mp` when the workers fit on this node).",
+    )
     gpu_memory_utilization: float = Field(
         0.9,
         gt=0.0,
