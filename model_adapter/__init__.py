@@ -34,13 +34,19 @@ def register() -> None:
 
     Called by vLLM in every process through the ``vllm.general_plugins`` entry point; safe to call
     again. Registration is by lazy string, so the model module (and torch kernels) load only when an
-    engine actually builds the model.
+    engine actually builds the model. On the CPU build it also applies
+    :func:`model_adapter.seeded_sampling.apply_cpu_fix` (seeded sampling with chunked prefill).
     """
     from vllm import ModelRegistry
 
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, _MODEL_CLASS_PATH)
+    from vllm.platforms import current_platform
 
+    if current_platform.is_cpu():
+        from model_adapter.seeded_sampling import apply_cpu_fix
+
+        apply_cpu_fix()  # seeded requests with chunked prefill (see model_adapter.seeded_sampling)
 
 
 def chat_template_path() -> str:
