@@ -25,6 +25,7 @@ from server.generation import InferenceEngine
 from server.lifecycle import AppState
 from server.metrics import ServerMetrics, default_metrics
 from server.middleware import RequestContextMiddleware
+from server.playground import create_router as create_playground_router
 from server.prompt import PromptBuilder, PromptLimits
 from server.routes import router
 from server.settings import ServerSettings
@@ -140,6 +141,8 @@ def create_app(
     )
     app.state.interleave = state
     app.include_router(router)
+    if settings.playground:
+        app.include_router(create_playground_router())
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,

@@ -95,6 +95,11 @@ class ServerSettings(BaseSettings):
     )
     enforce_eager: bool = Field(False, description="Disable CUDA graphs / compilation in vLLM.")
     seed: int = Field(0, description="Engine seed (a request's `seed` overrides it for that request).")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs",
+        description="vLLM scheduling policy: fcfs (first come, first served) or priority (a request's "
+        "`priority` field orders the queue, lower first; with fcfs a nonzero `priority` is a 400).",
+    )
     disable_log_stats: bool = Field(
         False, description="Disable vLLM's stat loggers (also removes vLLM's own vllm:* metrics)."
     )
@@ -142,6 +147,13 @@ class ServerSettings(BaseSettings):
         "private / loopback addresses (public hosts are always allowed).",
     )
     media_workers: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+
+    # --- playground ------------------------------------------------------------------------------
+    playground: bool = Field(
+        True,
+        description="Serve the browser playground at /playground (and redirect / there): a static page "
+        "that sends chats with images, videos and scene views to /v1/chat/completions.",
+    )
 
     # --- lifecycle -------------------------------------------------------------------------------
     drain_timeout_seconds: float = Field(
