@@ -5,6 +5,8 @@
 # builds that fail to load against the +cpu torch (and a broken torchvision breaks transformers'
 # LLaVA import), so they are removed after installing. pip reads its usual environment
 # (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, ...), which make passes through unchanged.
+# Versions: every direct dependency is pinned by constraints.txt (shared with the Docker images;
+# regenerate it with `.venv/bin/python deploy/pin_constraints.py`).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,11 +28,11 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e ".[$(VLLM_EXTRA),test,bench]"
-	$(PIP) install -e clients/python
+	$(PIP) install -c constraints.txt -e ".[$(VLLM_EXTRA),test,bench,ray]"
+	$(PIP) install -c constraints.txt -e clients/python
 ifeq ($(VLLM_EXTRA),cpu)
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 endif
