@@ -710,6 +710,13 @@
         $("composer").requestSubmit();
       }
     });
+    // An error next to a field goes away once the field is edited.
+    for (const id of ["message", "max-tokens", "temperature", "image-placement", "num-frames"]) {
+      $(id).addEventListener("input", () => {
+        $(id).removeAttribute("aria-invalid");
+        $(`${id}-error`).hidden = true;
+      });
+    }
     const key = $("api-key");
     key.addEventListener("input", () => { state.apiKey = key.value.trim(); });
     key.addEventListener("change", loadModel);
