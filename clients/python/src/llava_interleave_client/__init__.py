@@ -1,11 +1,11 @@
-"""Python client SDK for the LLaVA-NeXT-Interleave server (OpenAI-compatible chat completions with
-interleaved images, videos and 3D scenes).
+"""Python client SDK for the LLaVA-NeXT-Interleave server: message builders for images, videos and 3D
+scenes interleaved with text, on top of the ``openai`` package.
 
 ::
 
-    from llava_interleave_client import Client, user, image, video, scene
+    from llava_interleave_client import Client, image, user, video
 
-    client = Client()  # http://127.0.0.1:8000/v1 or $INTERLEAVE_BASE_URL; key from $INTERLEAVE_API_KEY
+    client = Client()  # an openai.OpenAI for http://127.0.0.1:8000/v1 or $INTERLEAVE_BASE_URL
     model = client.models.list().data[0].id
     reply = client.chat.completions.create(
         model=model,
@@ -13,55 +13,47 @@ interleaved images, videos and 3D scenes).
         max_tokens=64,
     )
     print(reply.choices[0].message.content)
+
+Errors, streams and response types are openai's, re-exported here.
 """
 
-from ._base_client import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from ._client import AsyncClient, Client
-from ._exceptions import (
+from importlib.metadata import version as _version
+
+from openai import (
     APIConnectionError,
     APIError,
     APIResponseValidationError,
     APIStatusError,
-    APIStreamError,
     APITimeoutError,
+    AsyncStream,
     AuthenticationError,
     BadRequestError,
-    InterleaveError,
+    ConflictError,
     InternalServerError,
-    MediaError,
     NotFoundError,
+    OpenAIError,
     PermissionDeniedError,
     RateLimitError,
-    RequestTooLargeError,
-    ServiceUnavailableError,
+    Stream,
     UnprocessableEntityError,
 )
-from ._media import sniff_media_type
-from ._streaming import AsyncStream, Stream
-from ._version import __version__
+from openai.types import Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from ._client import DEFAULT_BASE_URL, NO_API_KEY, AsyncClient, Client
+from ._media import MediaError, sniff_media_type
 from .builders import assistant, image, message, scene, system, text, user, video
-from .types import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionMessage,
-    Choice,
-    ChoiceDelta,
-    ChunkChoice,
-    Model,
-    ModelList,
-    Usage,
-)
+from .types import ContentPart, ImagePlacement, ScenePart, VideoPart
+
+__version__ = _version("llava-interleave-client")
 
 __all__ = [
     "__version__",
     "Client",
     "AsyncClient",
-    "Stream",
-    "AsyncStream",
     "DEFAULT_BASE_URL",
-    "DEFAULT_TIMEOUT",
-    "DEFAULT_MAX_RETRIES",
-    # builders
+    "NO_API_KEY",
+    # builders and their types
     "user",
     "system",
     "assistant",
@@ -71,32 +63,29 @@ __all__ = [
     "video",
     "scene",
     "sniff_media_type",
-    # types
+    "MediaError",
+    "ContentPart",
+    "VideoPart",
+    "ScenePart",
+    "ImagePlacement",
+    # openai's
+    "Stream",
+    "AsyncStream",
     "ChatCompletion",
     "ChatCompletionChunk",
-    "ChatCompletionMessage",
-    "Choice",
-    "ChoiceDelta",
-    "ChunkChoice",
-    "Usage",
     "Model",
-    "ModelList",
-    # errors
-    "InterleaveError",
-    "MediaError",
+    "OpenAIError",
     "APIError",
     "APIConnectionError",
     "APITimeoutError",
     "APIResponseValidationError",
-    "APIStreamError",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",
     "PermissionDeniedError",
     "NotFoundError",
-    "RequestTooLargeError",
+    "ConflictError",
     "UnprocessableEntityError",
     "RateLimitError",
     "InternalServerError",
-    "ServiceUnavailableError",
 ]

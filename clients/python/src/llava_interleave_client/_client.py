@@ -1,132 +1,90 @@
-"""``Client`` and ``AsyncClient``: the public entry points."""
+"""``Client`` / ``AsyncClient``: ``openai.OpenAI`` / ``openai.AsyncOpenAI`` with this server's defaults.
+
+Everything else (requests, retries, timeouts, errors, streams, response types) is openai's. The one
+behaviour added: a stream whose body ends before ``data: [DONE]`` raises ``openai.APIConnectionError``
+instead of ending quietly, so an answer cut by a proxy or a dying server never looks complete.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import os
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
-import httpx
+import httpx2  # openai's HTTP library (a dependency of openai>=3)
+import openai
 
-from ._base_client import (
-    DEFAULT_MAX_RETRIES,
-    NOT_GIVEN,
-    AsyncAPIClient,
-    SyncAPIClient,
-    TimeoutTypes,
-    _NotGiven,
-)
-from .resources import AsyncChat, AsyncModels, Chat, Models
+if TYPE_CHECKING:
+    from openai._streaming import ServerSentEvent, SSEBytesDecoder, SSEDecoder
 
-__all__ = ["Client", "AsyncClient"]
+__all__ = ["Client", "AsyncClient", "DEFAULT_BASE_URL", "NO_API_KEY"]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+NO_API_KEY = "EMPTY"
+"""Sent as the bearer token when no key is given (openai requires one); a server without
+``--api-key`` ignores it."""
 
 
-class Client(SyncAPIClient):
-    """Blocking client of the LLaVA-NeXT-Interleave server.
+def _defaults(base_url: Any, api_key: Any) -> dict[str, Any]:
+    """``base_url``: given, else ``$INTERLEAVE_BASE_URL``, else :data:`DEFAULT_BASE_URL`; ``api_key``:
+    given, else ``$INTERLEAVE_API_KEY``, else :data:`NO_API_KEY` (``$OPENAI_*`` are never read for these,
+    so an OpenAI key is not sent to this server)."""
+    return {
+        "base_url": base_url or os.environ.get("INTERLEAVE_BASE_URL") or DEFAULT_BASE_URL,
+        "api_key": api_key or os.environ.get("INTERLEAVE_API_KEY") or NO_API_KEY,
+    }
 
-    ::
 
-        client = Client()                      # http://127.0.0.1:8000/v1, or $INTERLEAVE_BASE_URL
-        model = client.models.list().data[0].id
-        answer = client.chat.completions.create(model=model, messages=[user("Hi", image("a.png"))])
+def _truncated() -> httpx2.RemoteProtocolError:
+    # openai's Stream turns transport errors into APIConnectionError (this one is its __cause__).
+    return httpx2.RemoteProtocolError("the stream ended before data: [DONE] (connection closed early)")
 
-    Args:
-        base_url: API root including ``/v1``; default ``$INTERLEAVE_BASE_URL`` or
-            ``http://127.0.0.1:8000/v1``.
-        api_key: sent as ``Authorization: Bearer <key>``; default ``$INTERLEAVE_API_KEY`` (none if unset).
-        timeout: seconds (float) or an ``httpx.Timeout``; default 600 s (read, write, pool) and 5 s
-            to connect. For streams the read timeout is the longest wait between two chunks.
-        max_retries: retries of connection errors, timeouts and HTTP 429 / 502 / 503 / 504 (default 2),
-            with exponential backoff and jitter, honouring ``retry-after`` / ``retry-after-ms``.
-            A stream that has started is never retried.
-        default_headers: headers added to every request.
-        http_client: your own ``httpx.Client`` (proxies, transports, limits); not closed by :meth:`close`.
 
-    Use it as a context manager or call :meth:`close` to release its connections.
+class _DoneRequired:
+    """openai's SSE decoder, raising when the bytes end before a ``data: [DONE]`` event."""
+
+    def __init__(self, decoder: SSEDecoder | SSEBytesDecoder) -> None:
+        self._decoder = decoder
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+        for sse in self._decoder.iter_bytes(iterator):
+            yield sse
+            if sse.data.startswith("[DONE]"):
+                return
+        raise _truncated()
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        async for sse in self._decoder.aiter_bytes(iterator):
+            yield sse
+            if sse.data.startswith("[DONE]"):
+                return
+        raise _truncated()
+
+
+class Client(openai.OpenAI):
+    """``openai.OpenAI`` for the LLaVA-NeXT-Interleave server; same arguments and methods.
+
+    ``base_url`` defaults to ``$INTERLEAVE_BASE_URL`` or ``http://127.0.0.1:8000/v1`` and ``api_key`` to
+    ``$INTERLEAVE_API_KEY`` (or :data:`NO_API_KEY`). Timeouts (600 s, 5 s to connect) and retries
+    (``max_retries=2``: connection errors, timeouts, 408 / 409 / 429 / 5xx, honouring ``retry-after``)
+    are openai's. Streams raise ``openai.APIConnectionError`` if they end before ``data: [DONE]``.
     """
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: TimeoutTypes | _NotGiven = NOT_GIVEN,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            default_headers=default_headers, http_client=http_client,
-        )
-        self.chat = Chat(self)
-        self.models = Models(self)
+    if not TYPE_CHECKING:  # type checkers see openai.OpenAI's own (typed) signature
 
-    def with_options(
-        self,
-        *,
-        timeout: TimeoutTypes | _NotGiven = NOT_GIVEN,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> "Client":
-        """A copy of this client with other settings, sharing its connection pool.
+        def __init__(self, *, base_url=None, api_key=None, **kwargs):
+            super().__init__(**_defaults(base_url, api_key), **kwargs)
 
-        ``client.with_options(max_retries=0).chat.completions.create(...)``
-        """
-        return Client(
-            base_url=self.base_url,
-            api_key=self.api_key,
-            timeout=self.timeout if isinstance(timeout, _NotGiven) else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            http_client=self._http,
-        )
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def _make_sse_decoder(self) -> SSEBytesDecoder:
+        return _DoneRequired(super()._make_sse_decoder())
 
 
-class AsyncClient(AsyncAPIClient):
-    """Asyncio client of the LLaVA-NeXT-Interleave server; same arguments as :class:`Client`
-    (``http_client`` is an ``httpx.AsyncClient``). Use ``async with`` or ``await client.close()``."""
+class AsyncClient(openai.AsyncOpenAI):
+    """``openai.AsyncOpenAI`` with the defaults and the ``[DONE]`` check of :class:`Client`."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: TimeoutTypes | _NotGiven = NOT_GIVEN,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
-            default_headers=default_headers, http_client=http_client,
-        )
-        self.chat = AsyncChat(self)
-        self.models = AsyncModels(self)
+    if not TYPE_CHECKING:
 
-    def with_options(
-        self,
-        *,
-        timeout: TimeoutTypes | _NotGiven = NOT_GIVEN,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> "AsyncClient":
-        """A copy of this client with other settings, sharing its connection pool."""
-        return AsyncClient(
-            base_url=self.base_url,
-            api_key=self.api_key,
-            timeout=self.timeout if isinstance(timeout, _NotGiven) else timeout,
-            max_retries=self.max_retries if max_retries is None else max_retries,
-            default_headers={**self.default_headers, **(default_headers or {})},
-            http_client=self._http,
-        )
+        def __init__(self, *, base_url=None, api_key=None, **kwargs):
+            super().__init__(**_defaults(base_url, api_key), **kwargs)
 
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
+    def _make_sse_decoder(self) -> SSEBytesDecoder:
+        return _DoneRequired(super()._make_sse_decoder())

@@ -1,4 +1,4 @@
-"""Media type detection from content (magic bytes) and ``data:`` URL encoding.
+"""Media type detection from content (magic bytes) and ``data:`` URL encoding of local media.
 
 The media type of a file is decided by its first bytes, never by its extension: a PNG saved as
 ``photo.jpg`` is sent as ``image/png``, and a text file named ``clip.mp4`` is refused.
@@ -11,23 +11,7 @@ import io
 import os
 from typing import Any, Literal
 
-from ._exceptions import MediaError
-
-__all__ = [
-    "IMAGE_TYPES",
-    "VIDEO_TYPES",
-    "sniff_media_type",
-    "media_kind",
-    "to_data_url",
-    "is_url",
-    "is_pil_image",
-    "pil_to_png_bytes",
-    "read_source",
-]
-
-IMAGE_TYPES = frozenset(
-    {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"}
-)
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"})
 VIDEO_TYPES = frozenset(
     {"video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/x-msvideo", "video/mp2t"}
 )
@@ -36,6 +20,14 @@ VIDEO_TYPES = frozenset(
 SNIFF_BYTES = 1024
 
 _URL_SCHEMES = ("http://", "https://", "data:", "file://")
+# Modes PNG can store as they are; everything else (CMYK, YCbCr, LAB, HSV, F, I;16...) is converted to RGB(A).
+_PNG_MODES = {"1", "L", "LA", "I", "P", "RGB", "RGBA"}
+
+
+class MediaError(ValueError):
+    """A builder could not turn its input into a content part: unreadable or empty content, content that
+    is not a supported image / video format (detected from magic bytes), or inconsistent arguments
+    (e.g. labels that do not match the views)."""
 
 
 def _is_mpeg_ts(head: bytes) -> bool:
@@ -90,16 +82,7 @@ def sniff_media_type(head: bytes) -> str | None:
 
 def media_kind(media_type: str | None) -> Literal["image", "video"] | None:
     """``"image"`` / ``"video"`` for a supported media type, else ``None``."""
-    if media_type in IMAGE_TYPES:
-        return "image"
-    if media_type in VIDEO_TYPES:
-        return "video"
-    return None
-
-
-def to_data_url(data: bytes, media_type: str) -> str:
-    """Encode ``data`` as ``data:<media_type>;base64,<...>`` (about 4/3 of ``len(data)`` characters)."""
-    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+    return "image" if media_type in IMAGE_TYPES else "video" if media_type in VIDEO_TYPES else None
 
 
 def is_url(value: Any) -> bool:
@@ -109,31 +92,15 @@ def is_url(value: Any) -> bool:
 
 def is_pil_image(value: Any) -> bool:
     """True for a Pillow image, checked without importing Pillow (it is an optional dependency)."""
-    cls = type(value)
-    return any(
-        c.__module__.startswith("PIL.") and c.__name__ == "Image" for c in getattr(cls, "__mro__", (cls,))
-    )
+    return any(c.__module__.startswith("PIL.") and c.__name__ == "Image" for c in type(value).__mro__)
 
 
-# Modes PNG can store as they are; everything else (CMYK, YCbCr, LAB, HSV, F, I;16...) is converted to RGB(A).
-_PNG_MODES = {"1", "L", "LA", "I", "P", "RGB", "RGBA"}
-
-
-def pil_to_png_bytes(img: Any) -> bytes:
-    """Encode a Pillow image losslessly as PNG bytes (converting modes PNG cannot store to RGB / RGBA)."""
-    if img.mode not in _PNG_MODES:
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def read_source(source: Any, what: str) -> bytes:
-    """Read the bytes of a path (``str`` / ``os.PathLike``), bytes-like object or binary file object.
+def _read(source: Any, what: str) -> bytes:
+    """The bytes of a path (``str`` / ``os.PathLike``), bytes-like object or binary file object.
 
     Raises:
-        FileNotFoundError / IsADirectoryError / PermissionError: for paths that cannot be read.
-        MediaError: for empty content or an unsupported source type.
+        FileNotFoundError / IsADirectoryError / PermissionError: a path that cannot be read.
+        MediaError: empty content, a text-mode file object, or an unsupported source type.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -150,3 +117,41 @@ def read_source(source: Any, what: str) -> bytes:
     if not data:
         raise MediaError(f"{what}: empty content")
     return data
+
+
+def _png_bytes(img: Any) -> bytes:
+    """A Pillow image as lossless PNG bytes (modes PNG cannot store become RGB / RGBA)."""
+    if img.mode not in _PNG_MODES:
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def media_url(source: Any, want: Literal["image", "video"]) -> str:
+    """A URL for ``source``: URL strings pass through; paths, bytes, binary file objects and Pillow images
+    (images only, sent as PNG) become ``data:<type>;base64,...`` URLs (about 4/3 of the file size),
+    the type detected from the content.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        MediaError: empty or unrecognised content, or content of the other kind (a video given as image).
+    """
+    if is_url(source):
+        return str(source)
+    what = f"{want} {source!r}" if isinstance(source, (str, os.PathLike)) else want
+    media_type: str | None = "image/png"
+    if want == "image" and is_pil_image(source):
+        data = _png_bytes(source)
+    else:
+        data = _read(source, what)
+        media_type = sniff_media_type(data[:SNIFF_BYTES])
+        kind = media_kind(media_type)
+        if kind is None:
+            raise MediaError(
+                f"{what}: unrecognised content (first bytes {data[:12]!r}); images must be PNG, JPEG, GIF, "
+                "WEBP, BMP or TIFF and videos MP4, MOV, WebM, MKV, AVI or MPEG-TS"
+            )
+        if kind != want:
+            raise MediaError(f"{what}: content is {media_type}, not {'an' if want == 'image' else 'a'} {want}")
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"

@@ -9,12 +9,10 @@ are sent inline as ``data:`` URLs whose media type is detected from the content 
 from the file extension; ``http(s)://``, ``data:`` and ``file://`` strings are passed through as URLs
 (the server fetches them; ``file://`` only below its allowed media directory).
 
-Wire format (the server contract)::
-
-    {"type": "text", "text": ...}
-    {"type": "image_url", "image_url": {"url": ...}}
-    {"type": "video_url", "video_url": {"url": ..., "num_frames": 16, "fps": 2.0}}   # None fields omitted
-    {"type": "scene_views", "scene_views": {"urls": [...], "labels": [...]}}        # labels optional
+Text and image parts are OpenAI's (``{"type": "text", ...}``, ``{"type": "image_url", ...}``); videos and
+scenes are this server's (:mod:`llava_interleave_client.types`). Messages are typed as openai's message
+params, so ``client.chat.completions.create(messages=[user(...)])`` type-checks; openai sends the video and
+scene parts inside them unchanged.
 """
 
 from __future__ import annotations
@@ -22,58 +20,36 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Sequence, Union
+from typing import Any, List, Sequence, Union, cast
 
-from ._exceptions import MediaError
-from ._media import (
-    SNIFF_BYTES,
-    is_pil_image,
-    is_url,
-    media_kind,
-    pil_to_png_bytes,
-    read_source,
-    sniff_media_type,
-    to_data_url,
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionContentPartImageParam,
+    ChatCompletionContentPartTextParam,
+    ChatCompletionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionUserMessageParam,
 )
+
+from ._media import SNIFF_BYTES, MediaError, is_pil_image, is_url, media_kind, media_url, sniff_media_type
+from .types import ContentPart, ScenePart, SceneViews, VideoPart, VideoURL
 
 __all__ = ["text", "image", "video", "scene", "user", "system", "assistant", "message"]
 
-ContentPart = Dict[str, Any]
-Message = Dict[str, Any]
 # A path (str or PathLike), bytes / bytearray / memoryview, a binary file object, a PIL image or a URL string.
 ImageSource = Any
 VideoSource = Any
+Part = Union[str, ContentPart, Sequence[Any]]
 
 
-def text(value: str) -> ContentPart:
+def text(value: str) -> ChatCompletionContentPartTextParam:
     """A text part: ``{"type": "text", "text": value}``."""
     if not isinstance(value, str):
         raise TypeError(f"text part must be str, not {type(value).__name__}")
     return {"type": "text", "text": value}
 
 
-def _media_url(source: Any, want: Literal["image", "video"]) -> str:
-    """A URL for ``source``: URLs pass through, everything else becomes a ``data:`` URL of its bytes."""
-    if is_url(source):
-        return source
-    what = f"{want} {source!r}" if isinstance(source, (str, os.PathLike)) else want
-    if want == "image" and is_pil_image(source):
-        return to_data_url(pil_to_png_bytes(source), "image/png")
-    data = read_source(source, what)
-    media_type = sniff_media_type(data[:SNIFF_BYTES])
-    kind = media_kind(media_type)
-    if kind is None:
-        raise MediaError(
-            f"{what}: unrecognised content (first bytes {data[:12]!r}); images must be PNG, JPEG, GIF, "
-            "WEBP, BMP or TIFF and videos MP4, MOV, WebM, MKV, AVI or MPEG-TS"
-        )
-    if kind != want:
-        raise MediaError(f"{what}: content is {media_type}, not an {want}" if want == "image"
-                         else f"{what}: content is {media_type}, not a {want}")
-    return to_data_url(data, media_type)  # type: ignore[arg-type]
-
-
-def image(source: ImageSource) -> ContentPart:
+def image(source: ImageSource) -> ChatCompletionContentPartImageParam:
     """An image part.
 
     Args:
@@ -88,10 +64,10 @@ def image(source: ImageSource) -> ContentPart:
         FileNotFoundError: the path does not exist.
         MediaError: empty content, or content that is not PNG / JPEG / GIF / WEBP / BMP / TIFF.
     """
-    return {"type": "image_url", "image_url": {"url": _media_url(source, "image")}}
+    return {"type": "image_url", "image_url": {"url": media_url(source, "image")}}
 
 
-def video(source: VideoSource, *, num_frames: int | None = None, fps: float | None = None) -> ContentPart:
+def video(source: VideoSource, *, num_frames: int | None = None, fps: float | None = None) -> VideoPart:
     """A video part; the server samples frames from it, each frame costing one image (729 tokens).
 
     Args:
@@ -112,7 +88,7 @@ def video(source: VideoSource, *, num_frames: int | None = None, fps: float | No
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    body: Dict[str, Any] = {"url": _media_url(source, "video")}
+    body: VideoURL = {"url": media_url(source, "video")}
     if num_frames is not None:
         body["num_frames"] = num_frames
     if fps is not None:
@@ -139,7 +115,7 @@ def _scene_folder(folder: Path) -> List[Path]:
     return sorted(files, key=_natural_key)
 
 
-def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ContentPart:
+def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ScenePart:
     """A 3D scene part: several views of one scene, in order, each view one image (729 tokens).
 
     Args:
@@ -170,25 +146,25 @@ def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequenc
         view_list = list(views)
     if not view_list:
         raise MediaError("a scene needs at least one view")
-    urls = [_media_url(v, "image") for v in view_list]
-    body: Dict[str, Any] = {"urls": urls}
+    urls = [media_url(v, "image") for v in view_list]
+    body: SceneViews = {"urls": urls}
     if labels is not None:
         if isinstance(labels, str):
             raise MediaError("labels must be a sequence of strings, one per view, not a single string")
-        labels = [str(label) for label in labels]
-        if len(labels) != len(urls):
-            raise MediaError(f"{len(labels)} labels for {len(urls)} views; give one label per view")
-        body["labels"] = labels
+        names = [str(label) for label in labels]
+        if len(names) != len(urls):
+            raise MediaError(f"{len(names)} labels for {len(urls)} views; give one label per view")
+        body["labels"] = names
     return {"type": "scene_views", "scene_views": body}
 
 
-def _parts(items: Sequence[Any]) -> List[ContentPart]:
+def _parts(items: Sequence[Part]) -> List[ContentPart]:
     parts: List[ContentPart] = []
     for item in items:
         if isinstance(item, str):
             parts.append(text(item))
         elif isinstance(item, dict) and isinstance(item.get("type"), str):
-            parts.append(item)
+            parts.append(cast(ContentPart, item))
         elif isinstance(item, (list, tuple)):
             parts.extend(_parts(item))
         else:
@@ -199,7 +175,7 @@ def _parts(items: Sequence[Any]) -> List[ContentPart]:
     return parts
 
 
-def message(role: str, *parts: Any) -> Message:
+def message(role: str, *parts: Part) -> ChatCompletionMessageParam:
     """A message ``{"role": role, "content": [...]}`` from strings (text parts) and built parts, in order.
 
     Lists / tuples of parts are flattened in place.
@@ -207,10 +183,10 @@ def message(role: str, *parts: Any) -> Message:
     Raises:
         TypeError: a part that is neither a string nor a built part dict.
     """
-    return {"role": role, "content": _parts(parts)}
+    return cast(ChatCompletionMessageParam, {"role": role, "content": _parts(parts)})
 
 
-def user(*parts: Any) -> Message:
+def user(*parts: Part) -> ChatCompletionUserMessageParam:
     """A user message mixing text and media in the order given.
 
     ``user("Compare", image("a.png"), video("clip.mp4", num_frames=8), "what changed?")``
@@ -219,29 +195,29 @@ def user(*parts: Any) -> Message:
         TypeError: a part that is neither a string nor a part built by :func:`image` / :func:`video` /
             :func:`scene` / :func:`text` (pass a path through ``image(...)``, not bare).
     """
-    return message("user", *parts)
+    return cast(ChatCompletionUserMessageParam, message("user", *parts))
 
 
-def _text_only(role: str, parts: Sequence[Any]) -> Message:
+def _text_only(role: str, parts: Sequence[Part]) -> str:
     built = _parts(parts)
-    if any(p.get("type") != "text" for p in built):
+    if any(p["type"] != "text" for p in built):
         raise TypeError(f"{role} messages take text only")
-    return {"role": role, "content": "\n".join(p["text"] for p in built)}
+    return "\n".join(cast(ChatCompletionContentPartTextParam, p)["text"] for p in built)
 
 
-def system(*parts: str) -> Message:
+def system(*parts: str) -> ChatCompletionSystemMessageParam:
     """A system message; text parts are joined with newlines into one string content.
 
     Raises:
         TypeError: a media part (system messages are text only).
     """
-    return _text_only("system", parts)
+    return {"role": "system", "content": _text_only("system", parts)}
 
 
-def assistant(*parts: str) -> Message:
+def assistant(*parts: str) -> ChatCompletionAssistantMessageParam:
     """An assistant message (a previous answer, for multi-turn chats); text only, joined with newlines.
 
     Raises:
         TypeError: a media part.
     """
-    return _text_only("assistant", parts)
+    return {"role": "assistant", "content": _text_only("assistant", parts)}

@@ -19,8 +19,10 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
 from ._client import Client
-from ._exceptions import InterleaveError
 from .builders import image, scene, system, user, video
 
 __all__ = ["main", "build_parser", "build_messages"]
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``interleave-chat``."""
     p = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,  # options are matched exactly, so bare words are told apart from them
         description="Chat with a LLaVA-NeXT-Interleave server: text, images, videos and 3D scenes, "
         "interleaved in the order given.",
         epilog='example: interleave-chat "Compare" --image a.png --video clip.mp4 --num-frames 8 '
@@ -105,53 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _normalize_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
-    """Rewrite bare words as ``--text WORD`` so that argparse keeps them in their command-line place.
-
-    (argparse would otherwise collect all positionals in one group, losing their order among options.)
-    """
-    takes_value = {
-        opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings
-    }
+    """Rewrite bare words as ``--text=WORD`` so that argparse keeps them in their command-line place
+    (it would otherwise collect all positionals in one group, losing their order among the options).
+    Everything after ``--`` is text."""
+    takes_value = {opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings}
     out: List[str] = []
     it = iter(argv)
     for tok in it:
         if tok == "--":
-            for rest in it:
-                out.append(f"--text={rest}")
-            break
-        if tok.startswith("-") and tok != "-" and not _is_number(tok):
+            out.extend(f"--text={rest}" for rest in it)
+        elif tok.startswith("-") and tok != "-":
             out.append(tok)
-            name = tok.split("=", 1)[0]
-            if "=" not in tok and _match(parser, name) in takes_value:
-                nxt = next(it, None)
-                if nxt is not None:
-                    out.append(nxt)
-            continue
-        out.append(f"--text={tok}")
+            nxt = next(it, None) if "=" not in tok and tok in takes_value else None
+            if nxt is not None:
+                out.append(nxt)
+        else:
+            out.append(f"--text={tok}")
     return out
 
 
-def _match(parser: argparse.ArgumentParser, name: str) -> str:
-    """The full option string for ``name`` (argparse accepts unambiguous prefixes of long options)."""
-    opts = [o for a in parser._actions for o in a.option_strings]
-    if name in opts:
-        return name
-    if name.startswith("--"):
-        candidates = [o for o in opts if o.startswith(name)]
-        if len(candidates) == 1:
-            return candidates[0]
-    return name
-
-
-def _is_number(tok: str) -> bool:
-    try:
-        float(tok)
-        return True
-    except ValueError:
-        return False
-
-
-def build_messages(args: argparse.Namespace) -> List[Dict[str, Any]]:
+def build_messages(args: argparse.Namespace) -> List[ChatCompletionMessageParam]:
     """The messages for parsed arguments (reads the media files).
 
     Raises:
@@ -171,9 +147,54 @@ def build_messages(args: argparse.Namespace) -> List[Dict[str, Any]]:
             if "," in value or not os.path.isdir(value):
                 views = [v.strip() for v in value.split(",") if v.strip()]
             parts.append(scene(views, labels=spec.get("labels")))
-    messages = [system(args.system)] if args.system else []
+    messages: List[ChatCompletionMessageParam] = [system(args.system)] if args.system else []
     messages.append(user(*parts))
     return messages
+
+
+def _error_text(exc: BaseException) -> str:
+    """``exc`` for humans: the server's own message, status and request id for HTTP errors; the cause
+    of a connection error (e.g. a stream cut before ``[DONE]``)."""
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        rid = f", request_id={exc.request_id}" if exc.request_id else ""
+        return f"Error code: {exc.status_code} - {body.get('message') or exc.message}{rid}"
+    if isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:
+        return f"{exc} ({exc.__cause__})"
+    return str(exc)
+
+
+def _run(args: argparse.Namespace, out: Any, err: Any) -> None:
+    messages = build_messages(args)
+    kwargs: Dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
+    with Client(base_url=args.base_url, api_key=args.api_key, max_retries=args.max_retries, **kwargs) as client:
+        model = args.model or next((m.id for m in client.models.list()), None)
+        if model is None:
+            raise openai.OpenAIError("the server lists no models; pass --model")
+        sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                    "seed": args.seed}
+        request: Dict[str, Any] = {k: v for k, v in sampling.items() if v is not None}
+        if args.image_placement:
+            request["extra_body"] = {"image_placement": args.image_placement}
+        usage = None
+        if args.stream:
+            if args.usage:
+                request["stream_options"] = {"include_usage": True}
+            with client.chat.completions.create(model=model, messages=messages, stream=True, **request) as stream:
+                for chunk in stream:
+                    for choice in chunk.choices:
+                        out.write(choice.delta.content or "")
+                        out.flush()
+                    usage = chunk.usage or usage
+            out.write("\n")
+        else:
+            completion = client.chat.completions.create(model=model, messages=messages, **request)
+            out.write((completion.choices[0].message.content or "") + "\n")
+            usage = completion.usage
+        out.flush()
+        if args.usage and usage is not None:
+            err.write(f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+                      f"total {usage.total_tokens} tokens\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -182,51 +203,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(_normalize_argv(parser, list(sys.argv[1:] if argv is None else argv)))
     if not args.parts:
         parser.error("nothing to send: give a prompt and/or --image / --video / --scene")
-    out, err = sys.stdout, sys.stderr
     try:
-        messages = build_messages(args)
-        kwargs: Dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
-        with Client(base_url=args.base_url, api_key=args.api_key, max_retries=args.max_retries, **kwargs) as client:
-            model = args.model
-            if not model:
-                models = client.models.list()
-                if not models.data:
-                    raise InterleaveError("the server lists no models; pass --model")
-                model = models.data[0].id
-            request = dict(
-                model=model, messages=messages, max_tokens=args.max_tokens, temperature=args.temperature,
-                top_p=args.top_p, seed=args.seed, image_placement=args.image_placement,
-            )
-            usage = None
-            if args.stream:
-                stream = client.chat.completions.create(
-                    **request, stream=True, stream_options={"include_usage": True} if args.usage else None
-                )
-                with stream:
-                    for chunk in stream:
-                        for choice in chunk.choices:
-                            if choice.delta.content:
-                                out.write(choice.delta.content)
-                                out.flush()
-                        usage = chunk.usage or usage
-                out.write("\n")
-            else:
-                completion = client.chat.completions.create(**request)
-                out.write((completion.choices[0].message.content or "") + "\n")
-                usage = completion.usage
-            out.flush()
-            if args.usage and usage is not None:
-                err.write(
-                    f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
-                    f"total {usage.total_tokens} tokens\n"
-                )
+        _run(args, sys.stdout, sys.stderr)
         return 0
     except KeyboardInterrupt:
-        err.write("\ninterrupted\n")
+        sys.stderr.write("\ninterrupted\n")
         return 130
-    except (InterleaveError, OSError, ValueError, TypeError) as exc:
-        out.flush()
-        err.write(f"{PROG}: error: {exc}\n")
+    except (openai.OpenAIError, OSError, ValueError, TypeError) as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"{PROG}: error: {_error_text(exc)}\n")
         return 1
 
 

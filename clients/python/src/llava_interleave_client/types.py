@@ -1,169 +1,51 @@
-"""Typed response objects (pydantic v2), field-compatible with OpenAI's chat completion schema.
+"""Types of this server's content parts beyond OpenAI's, as TypedDicts (what the builders return).
 
-Unknown fields sent by the server are kept (``extra="allow"``), so a newer server never breaks an older
-client; read them with ``obj.model_extra`` or ``getattr``.
+Responses are openai's own types (``openai.types.chat.ChatCompletion``, ``ChatCompletionChunk``, ...),
+re-exported by the package. Wire format of the parts this server adds::
+
+    {"type": "video_url", "video_url": {"url": ..., "num_frames": 16, "fps": 2.0}}   # both optional
+    {"type": "scene_views", "scene_views": {"urls": [...], "labels": [...]}}        # labels optional
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Literal, Optional
+from typing import List, Literal, Union
 
-from pydantic import BaseModel, ConfigDict
+from openai.types.chat import ChatCompletionContentPartParam
+from typing_extensions import Required, TypedDict
 
-__all__ = [
-    "TopLogprob",
-    "ChatCompletionTokenLogprob",
-    "ChoiceLogprobs",
-    "ChatCompletionMessage",
-    "Choice",
-    "PromptTokensDetails",
-    "CompletionTokensDetails",
-    "Usage",
-    "ChatCompletion",
-    "ChoiceDelta",
-    "ChunkChoice",
-    "ChatCompletionChunk",
-    "Model",
-    "ModelList",
-]
+__all__ = ["VideoURL", "VideoPart", "SceneViews", "ScenePart", "ContentPart", "ImagePlacement"]
+
+ImagePlacement = Literal["interleaved", "front"]
+"""The request field ``image_placement`` (send it in ``extra_body``): ``"interleaved"`` (default: each
+image where its part stands) or ``"front"`` (a message's visual parts before its text)."""
 
 
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+class VideoURL(TypedDict, total=False):
+    url: Required[str]
+    """``http(s)://``, ``file://`` or ``data:video/...;base64,...``."""
+    num_frames: int
+    """Frames sampled uniformly over the whole clip (server default 16); each costs 729 tokens."""
+    fps: float
+    """Sample at this rate (frames per second) instead, capped by ``num_frames`` when both are given."""
 
 
-class TopLogprob(_Base):
-    """One of the most likely tokens at a position, with its log probability."""
-
-    token: str
-    logprob: float
-    bytes: Optional[List[int]] = None
+class VideoPart(TypedDict):
+    type: Literal["video_url"]
+    video_url: VideoURL
 
 
-class ChatCompletionTokenLogprob(_Base):
-    """Log probability of one sampled token, with the ``top_logprobs`` alternatives."""
-
-    token: str
-    logprob: float
-    bytes: Optional[List[int]] = None
-    top_logprobs: List[TopLogprob] = []
+class SceneViews(TypedDict, total=False):
+    urls: Required[List[str]]
+    """The views of one 3D scene, in order; each view is one image (729 tokens)."""
+    labels: List[str]
+    """A name per view (e.g. the camera), written as text before its view."""
 
 
-class ChoiceLogprobs(_Base):
-    """Per-token log probabilities of a choice (present when the request set ``logprobs=True``)."""
-
-    content: Optional[List[ChatCompletionTokenLogprob]] = None
-
-
-class ChatCompletionMessage(_Base):
-    """The assistant message of a non-streamed choice."""
-
-    role: Literal["assistant"] = "assistant"
-    content: Optional[str] = None
+class ScenePart(TypedDict):
+    type: Literal["scene_views"]
+    scene_views: SceneViews
 
 
-class Choice(_Base):
-    """One of the ``n`` answers of a :class:`ChatCompletion`."""
-
-    index: int
-    message: ChatCompletionMessage
-    finish_reason: Optional[str] = None
-    logprobs: Optional[ChoiceLogprobs] = None
-
-
-class PromptTokensDetails(_Base):
-    """Breakdown of the prompt tokens, when the server reports it."""
-
-    cached_tokens: Optional[int] = None
-
-
-class CompletionTokensDetails(_Base):
-    """Breakdown of the completion tokens, when the server reports it."""
-
-    reasoning_tokens: Optional[int] = None
-
-
-class Usage(_Base):
-    """Token counts of a request. Every image (video frame, scene view) costs 729 prompt tokens."""
-
-    prompt_tokens: int
-    completion_tokens: int = 0
-    total_tokens: int
-    prompt_tokens_details: Optional[PromptTokensDetails] = None
-    completion_tokens_details: Optional[CompletionTokensDetails] = None
-
-
-class ChatCompletion(_Base):
-    """A non-streamed response of ``POST /v1/chat/completions``."""
-
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: List[Choice]
-    usage: Optional[Usage] = None
-    system_fingerprint: Optional[str] = None
-
-
-class ChoiceDelta(_Base):
-    """The increment of a streamed choice: the role (first chunk) and/or a piece of content."""
-
-    role: Optional[str] = None
-    content: Optional[str] = None
-
-
-class ChunkChoice(_Base):
-    """One choice inside a :class:`ChatCompletionChunk`."""
-
-    index: int
-    delta: ChoiceDelta
-    finish_reason: Optional[str] = None
-    logprobs: Optional[ChoiceLogprobs] = None
-
-
-class ChatCompletionChunk(_Base):
-    """One event of a streamed response.
-
-    With ``stream_options={"include_usage": True}`` the last chunk has ``choices == []`` and carries
-    ``usage``; every other chunk has ``usage is None``.
-    """
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: List[ChunkChoice]
-    usage: Optional[Usage] = None
-    system_fingerprint: Optional[str] = None
-
-
-class Model(_Base):
-    """A model served by the server (``GET /v1/models``)."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: Optional[int] = None
-    owned_by: Optional[str] = None
-
-
-class ModelList(_Base):
-    """The answer of ``GET /v1/models``; iterating over it yields its :class:`Model` objects."""
-
-    object: Literal["list"] = "list"
-    data: List[Model]
-
-    def __iter__(self) -> Iterator[Model]:  # type: ignore[override]
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> Model:
-        return self.data[index]
-
-
-def _dump(obj: Any) -> Any:
-    """``model_dump(exclude_none=True)`` for pydantic objects, the object itself otherwise."""
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(exclude_none=True)
-    return obj
+ContentPart = Union[ChatCompletionContentPartParam, VideoPart, ScenePart]
+"""Any content part of a user message: OpenAI's (text, image_url, ...) and this server's."""
