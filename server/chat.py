@@ -109,6 +109,15 @@ class ChatService:
     def model_name(self) -> str:
         return self.engine.served_model_name
 
+    def max_images(self, request: ChatCompletionRequest) -> int:
+        """Images, frames and views the request can contribute at most (each of 729 tokens), known
+        before anything is fetched or decoded: what admission counts.
+
+        Raises:
+            APIError: 400 when a per-request media limit is exceeded.
+        """
+        return sum(m.max_items for m in plan_media(request, self.limits))
+
     # -- preparation ------------------------------------------------------------------------------
 
     async def prepare(self, request: ChatCompletionRequest, arrival: float) -> PreparedChat:

@@ -4,17 +4,23 @@ Flags are generated from :class:`server.settings.ServerSettings`: every field is
 (``--max-model-len``) and an environment variable (``INTERLEAVE_MAX_MODEL_LEN``); flags win.
 ``--help-markdown`` prints the flag table that docs/api.md embeds.
 
-Graceful shutdown: the first SIGTERM/SIGINT turns /ready to 503 and new requests to 503, waits for
-in-flight requests up to ``--drain-timeout-seconds``, then stops uvicorn and the engine; a second
-signal stops at once.
+Graceful shutdown: the first SIGTERM/SIGINT (to this process or to its whole process group: the
+engine processes are in a group of their own, see :mod:`server.engine_process`) turns /ready to 503
+and new requests to 503, waits for in-flight requests up to ``--drain-timeout-seconds``, then stops
+uvicorn and the engine and exits 0; a second signal stops at once. A bad ``--model`` or a port that
+cannot be bound fails in milliseconds with exit code 2, before the engine starts; an engine that
+cannot start or dies while serving ends the process with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import re
 import signal
+import socket
 import sys
 import types
 import typing
@@ -127,8 +133,10 @@ def _make_server_class() -> type:
                     self.force_exit = True
                 super().handle_exit(sig, frame)
                 return
+            # Not appended to uvicorn's captured signals: uvicorn would re-raise it after shutdown
+            # and a clean drain would end "killed by SIGTERM" (exit 143), which supervisors read
+            # as a crash. A drained shutdown exits 0.
             self._draining = True
-            self._captured_signals.append(sig)
             self.state.begin_drain()
             logger.info(
                 "signal %s: draining (/ready -> 503), waiting up to %.0f s for %d in-flight request(s)",
@@ -147,15 +155,29 @@ def _make_server_class() -> type:
     return DrainingServer
 
 
-def run(settings: ServerSettings) -> int:
-    """Serve until stopped. Returns the process exit code (1 if the engine could not start)."""
+def run(settings: ServerSettings, sock: socket.socket | None = None) -> int:
+    """Serve until stopped. Returns the process exit code (1 if the engine could not start or died)."""
     from server.app import create_app
+    from server.engine_process import mark_api_process
 
-    return serve(lambda on_fatal: create_app(settings, on_fatal=on_fatal), settings)
+    mark_api_process()  # the engine processes leave our process group (server.engine_process)
+    return serve(lambda on_fatal: create_app(settings, on_fatal=on_fatal), settings, sock)
 
 
-def serve(make_app: Any, settings: ServerSettings) -> int:
-    """Run ``make_app(on_fatal)`` under uvicorn with the draining shutdown; returns the exit code."""
+FATAL_EXIT_GRACE_SECONDS = 5.0
+"""After an engine failure, seconds that in-flight responses get to deliver their errors before the
+process stops regardless."""
+
+
+def serve(make_app: Any, settings: ServerSettings, sock: socket.socket | None = None) -> int:
+    """Run ``make_app(on_fatal)`` under uvicorn with the draining shutdown; returns the exit code
+    (0 after a drained shutdown, 1 if the engine could not start or died).
+
+    Args:
+        make_app: builds the ASGI app given the ``on_fatal`` callback.
+        settings: host, port, log level, drain timeout.
+        sock: an already bound listening socket (:func:`bind_socket`), else uvicorn binds.
+    """
     import uvicorn
 
     exit_code = 0
@@ -167,6 +189,14 @@ def serve(make_app: Any, settings: ServerSettings) -> int:
         server = server_box.get("server")
         if server is not None:
             server.should_exit = True
+
+            def force() -> None:
+                server.force_exit = True
+
+            try:
+                asyncio.get_running_loop().call_later(FATAL_EXIT_GRACE_SECONDS, force)
+            except RuntimeError:  # not on the loop: stop at once
+                force()
 
     app = make_app(on_fatal)
     config = uvicorn.Config(
@@ -180,8 +210,56 @@ def serve(make_app: Any, settings: ServerSettings) -> int:
     )
     server = _make_server_class()(config, app.state.interleave, settings.drain_timeout_seconds)
     server_box["server"] = server
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return exit_code
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` before anything slow starts (the engine takes a minute).
+
+    Raises:
+        OSError: the address cannot be bound (in use, no permission, unknown host).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LLAVA_MODEL_TYPES = ("llava", "llava_qwen")
+"""``config.json`` model types of LLaVA-Interleave checkpoints: the HF format and the authors' lmms-lab one."""
+
+
+def check_model(model: str) -> str | None:
+    """Why ``--model`` cannot be served, or None if it looks servable (checked in milliseconds,
+    before the engine starts). A hub id (``org/name``) that is not a local folder is left to vLLM."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        if _HUB_ID.match(model) and not model.startswith((".", "~")):
+            return None
+        return f"--model {model}: no such file or folder"
+    config = path / "config.json"
+    if not config.is_file():
+        return f"--model {model}: not a checkpoint folder (no config.json)"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        return f"--model {model}: config.json cannot be read: {exc}"
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    if model_type not in LLAVA_MODEL_TYPES:
+        return (
+            f"--model {model}: not a LLaVA-Interleave checkpoint (config.json model_type is {model_type!r}; "
+            f"expected one of {', '.join(LLAVA_MODEL_TYPES)})"
+        )
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,9 +271,20 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if settings.model and not Path(settings.model).exists():
-        logger.warning("--model %s is not a local folder; vLLM will try to resolve it", settings.model)
-    sys.exit(run(settings))
+    # Fail fast, before the engine loads (about a minute), with one line each.
+    if settings.model:
+        problem = check_model(settings.model)
+        if problem is not None:
+            logger.error("%s", problem)
+            sys.exit(2)
+        if not Path(settings.model).exists():
+            logger.warning("--model %s is not a local folder; vLLM will try to resolve it", settings.model)
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        sys.exit(2)
+    sys.exit(run(settings, sock))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,16 @@ def service_unavailable(message: str, retry_after_seconds: int = 1) -> APIError:
     )
 
 
+def request_timeout(message: str) -> APIError:
+    """HTTP 408 for a request body that arrived too slowly."""
+    return APIError(408, message, code="request_timeout")
+
+
+def gateway_timeout(message: str) -> APIError:
+    """HTTP 504 ``timeout``: the request's deadline (``--request-timeout-seconds``) passed."""
+    return APIError(504, message, type="timeout_error", code="timeout")
+
+
 def internal_error(message: str = "The server failed to process the request.") -> APIError:
     """HTTP 500 ``server_error``."""
     return APIError(500, message, type="server_error", code="internal_error")

@@ -1,23 +1,25 @@
-"""Process-wide server state: loading -> ready -> draining (or failed), and the in-flight count.
+"""Process-wide server state: loading -> ready -> draining (or failed / engine_dead), and admission.
 
-Only process-level facts live here (the engine, shared clients, the phase); request state never does.
+Only process-level facts live here (the engine, shared clients, the phase, the admission counts);
+request state never does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from server.admission import Admission, AdmissionLimits
 from server.generation import InferenceEngine
 from server.metrics import ServerMetrics
 from server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from server.chat import ChatService
+    from server.media import MediaLoaderProtocol
 
-Phase = Literal["loading", "ready", "draining", "failed", "stopped"]
+Phase = Literal["loading", "ready", "draining", "failed", "engine_dead", "stopped"]
 
 
 @dataclass
@@ -28,10 +30,11 @@ class AppState:
         settings: the configuration.
         metrics: the metrics.
         phase: ``loading`` (engine starting), ``ready``, ``draining`` (SIGTERM received: no new
-            requests), ``failed`` (engine could not start), ``stopped``.
+            requests), ``failed`` (engine could not start), ``engine_dead`` (the engine died while
+            serving; the process is exiting), ``stopped``.
         engine, service, media_loader: set once loaded.
-        load_error: why loading failed.
-        in_flight: chat requests being served.
+        load_error: why loading failed, or why the engine died.
+        admission: the admitted requests (bounded; see :mod:`server.admission`).
         started_at: unix time the process started.
     """
 
@@ -40,14 +43,15 @@ class AppState:
     phase: Phase = "loading"
     engine: InferenceEngine | None = None
     service: ChatService | None = None
-    media_loader: object | None = None
+    media_loader: MediaLoaderProtocol | None = None
     load_error: str | None = None
-    in_flight: int = 0
+    admission: Admission = field(init=False)
     started_at: int = field(default_factory=lambda: int(time.time()))
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self._idle.set()
+        s = self.settings
+        limits = AdmissionLimits(s.max_concurrent_requests, s.max_images_in_flight, s.max_request_bytes_in_flight)
+        self.admission = Admission(limits, self.metrics)
 
     @property
     def is_ready(self) -> bool:
@@ -57,14 +61,15 @@ class AppState:
     def served_model_name(self) -> str | None:
         return self.engine.served_model_name if self.engine is not None else None
 
-    def request_started(self) -> None:
-        self.in_flight += 1
-        self._idle.clear()
+    @property
+    def in_flight(self) -> int:
+        """Generation requests admitted and not finished."""
+        return self.admission.requests
 
-    def request_finished(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
-        if self.in_flight == 0:
-            self._idle.set()
+    def engine_failed(self, reason: str) -> None:
+        """The engine died while serving: /health and /ready fail, new requests get 503."""
+        self.phase = "engine_dead"
+        self.load_error = reason
 
     def begin_drain(self) -> None:
         """Stop taking requests: /ready answers 503 and new chat requests get 503."""
@@ -72,9 +77,5 @@ class AppState:
             self.phase = "draining"
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no chat request is in flight, at most ``timeout`` seconds. True if idle."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return self.in_flight == 0
+        """Wait until no generation request is in flight, at most ``timeout`` seconds. True if idle."""
+        return await self.admission.wait_idle(timeout)

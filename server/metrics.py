@@ -31,7 +31,16 @@ class ServerMetrics:
       (prompt tokens include the visual tokens).
     - ``interleave_media_items_total{kind}`` and ``interleave_media_decode_seconds{kind}``: decoded
       images, videos, scene views (kind = image / video / scene_view), and fetch+decode time.
-    - ``interleave_requests_in_flight``: chat requests being served (gauge).
+    - ``interleave_media_cache_hits_total{kind}``, ``..._misses_total{kind}``,
+      ``..._evictions_total{kind}`` (kind = image / video), ``interleave_media_cache_bytes``,
+      ``interleave_media_cache_entries``, ``interleave_media_cache_capacity_bytes``: the decoded-media
+      cache (:mod:`server.media.cache`); a request that waits for a decode already running counts
+      as a hit.
+    - ``interleave_requests_in_flight``, ``interleave_images_in_flight``,
+      ``interleave_request_body_bytes_in_flight``: what the admitted requests hold (gauges; see
+      :mod:`server.admission`).
+    - ``interleave_admitted_requests_total``, ``interleave_rejected_requests_total{reason}``,
+      ``interleave_request_timeouts_total{phase}``: admission and deadlines.
     """
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -74,7 +83,31 @@ class ServerMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            f"{p}_requests_in_flight", "Chat completion requests being served.", registry=registry
+            f"{p}_requests_in_flight",
+            "Generation requests admitted and not finished (preprocessing, in the engine, or streaming).",
+            registry=registry,
+        )
+        self.images_in_flight = Gauge(
+            f"{p}_images_in_flight",
+            "Images, video frames and scene views held by admitted requests (each counted at its most).",
+            registry=registry,
+        )
+        self.body_bytes_in_flight = Gauge(
+            f"{p}_request_body_bytes_in_flight", "Request body bytes held by admitted requests.", registry=registry
+        )
+        self.admitted = Counter(f"{p}_admitted_requests", "Generation requests admitted.", registry=registry)
+        self.rejected = Counter(
+            f"{p}_rejected_requests",
+            "Generation requests refused with 503 because a bound was reached, by the bound "
+            "(requests, images, bytes) or because the server was draining or its engine had failed.",
+            ["reason"],
+            registry=registry,
+        )
+        self.timed_out = Counter(
+            f"{p}_request_timeouts",
+            "Requests that hit a deadline, by phase (body: the upload, request: --request-timeout-seconds).",
+            ["phase"],
+            registry=registry,
         )
 
     def render(self) -> tuple[bytes, str]:

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request ids, the request body limit (413 before parsing) and HTTP metrics.
+"""Pure-ASGI middleware: request ids, the request body limit (413 before parsing) and read deadline
+(408), the end-of-request hook that releases admission, and HTTP metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouched and
 ``http.disconnect`` still reaches the endpoint after the body has been read.
@@ -6,6 +7,7 @@ Pure ASGI (not ``BaseHTTPMiddleware``) so streamed responses pass through untouc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -15,7 +17,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import APIError, internal_error, payload_too_large
+from server.errors import APIError, internal_error, payload_too_large, request_timeout
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,6 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, no spaces
 _ENDPOINTS = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
-CHAT_PATH = "/v1/chat/completions"
 
 
 def _endpoint_label(path: str) -> str:
@@ -56,7 +57,10 @@ class RequestContextMiddleware:
         max_body_bytes: larger bodies get 413 — from ``Content-Length`` before reading, or while
             counting streamed (chunked) bytes — and are never parsed.
         metrics: where to count requests.
-        on_chat_start, on_chat_end: called around every chat completion request (in-flight count).
+        body_timeout_seconds: the whole body must arrive within this many seconds, else 408
+            (a slow upload holds no admission share while it uploads).
+        on_request_end: called with the ASGI scope once the response has been sent (streams: after
+            the last event) or the request failed; releases what the request was admitted with.
     """
 
     def __init__(
@@ -65,14 +69,14 @@ class RequestContextMiddleware:
         *,
         max_body_bytes: int,
         metrics: ServerMetrics,
-        on_chat_start: Callable[[], None] | None = None,
-        on_chat_end: Callable[[], None] | None = None,
+        body_timeout_seconds: float = 60.0,
+        on_request_end: Callable[[Scope], None] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
-        self.on_chat_start = on_chat_start
-        self.on_chat_end = on_chat_end
+        self.body_timeout_seconds = body_timeout_seconds
+        self.on_request_end = on_request_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,26 +102,25 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
-        is_chat = endpoint == CHAT_PATH
-        if is_chat:
-            self.metrics.in_flight.inc()
-            if self.on_chat_start:
-                self.on_chat_start()
         try:
-            replay = await self._read_body(scope, receive, headers)
+            try:
+                replay = await asyncio.wait_for(self._read_body(scope, receive, headers), self.body_timeout_seconds)
+            except asyncio.TimeoutError:
+                self.metrics.timed_out.labels(phase="body").inc()
+                replay = request_timeout(
+                    f"The request body did not arrive within {self.body_timeout_seconds:g} seconds."
+                )
             if isinstance(replay, APIError):
                 await send_error(send_wrapper, replay)
                 return
             await self.app(scope, replay, send_wrapper)
         except Exception:
-            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            logger.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
             if not status["started"]:
                 await send_error(send_wrapper, internal_error())
         finally:
-            if is_chat:
-                self.metrics.in_flight.dec()
-                if self.on_chat_end:
-                    self.on_chat_end()
+            if self.on_request_end is not None:
+                self.on_request_end(scope)
             self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from server.auth import check_api_key
-from server.errors import APIError, invalid_request, service_unavailable
+from server.chat import ChatService
+from server.errors import APIError, gateway_timeout, invalid_request, service_unavailable
 from server.lifecycle import AppState
-from server.schemas import ModelCard, ModelList, parse_chat_request
+from server.schemas import ModelCard, ModelList, parse_chat_request, wire
 from server.streaming import ClientDisconnected, SSEResponse, run_unless_disconnected
 
 router = APIRouter()
+
+T = TypeVar("T")
+
+ADMISSION_TICKET = "admission_ticket"
+"""Key of the request's :class:`server.admission.Ticket` in the ASGI scope's state."""
 
 CLIENT_CLOSED = 499
 """Status recorded (never received) when the client went away first (nginx's convention)."""
@@ -30,8 +39,8 @@ async def health(request: Request) -> JSONResponse:
     st = app_state(request)
     if st.engine is not None and st.engine.is_dead:
         return JSONResponse({"status": "engine_dead"}, status_code=503)
-    if st.phase == "failed":
-        return JSONResponse({"status": "failed", "error": st.load_error}, status_code=503)
+    if st.phase in ("failed", "engine_dead"):
+        return JSONResponse({"status": st.phase, "error": st.load_error}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
@@ -99,17 +108,35 @@ def _lone_surrogate_path(value: object, path: str = "") -> str | None:
     return None
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    st = app_state(request)
-    check_api_key(request, st.settings.api_key)
-    arrival = time.perf_counter()
-    if st.phase == "draining":
-        raise service_unavailable("The server is shutting down; retry on another replica.")
-    service = st.service
-    if service is None or not st.is_ready:
-        raise service_unavailable("The model is not ready yet; retry shortly.")
+def require_service(st: AppState) -> ChatService:
+    """The chat service if the server takes generation requests now.
 
+    Raises:
+        APIError: 503 while draining (``Retry-After``: retry on another replica), after the engine
+            died (no ``Retry-After``: this process is exiting), or while the model loads.
+    """
+    if st.phase == "draining":
+        st.metrics.rejected.labels(reason="draining").inc()
+        raise service_unavailable("The server is shutting down; retry on another replica.")
+    if st.phase == "engine_dead" or (st.engine is not None and st.engine.is_dead):
+        st.metrics.rejected.labels(reason="engine_dead").inc()
+        err = service_unavailable(
+            f"The inference engine failed ({st.load_error or 'engine dead'}); this server process is exiting "
+            "so that its supervisor restarts it."
+        )
+        err.code, err.headers = "engine_dead", None
+        raise err
+    if st.service is None or not st.is_ready:
+        raise service_unavailable("The model is not ready yet; retry shortly.")
+    return st.service
+
+
+async def read_json_body(request: Request) -> object:
+    """The request body parsed as JSON.
+
+    Raises:
+        APIError: 400 for invalid JSON, JSON nested too deeply, or a lone UTF-16 surrogate escape.
+    """
     raw = await request.body()
     try:
         body = json.loads(raw)
@@ -124,31 +151,102 @@ async def chat_completions(request: Request) -> Response:
             "which is not valid Unicode text.",
             param=bad or None,
         )
-    chat = parse_chat_request(body)
+    return body
+
+
+def admit(request: Request, st: AppState, images: int, body_bytes: int) -> None:
+    """Admit the request (its share is released by the middleware when the response is done).
+
+    Raises:
+        APIError: 503 ``server_overloaded`` past an admission bound.
+    """
+    request.scope.setdefault("state", {})[ADMISSION_TICKET] = st.admission.admit(images, body_bytes)
+
+
+def release_admission(st: AppState, scope: dict) -> None:
+    """The middleware's end-of-request hook: give back the request's admission share, if any."""
+    ticket = scope.get("state", {}).pop(ADMISSION_TICKET, None)
+    if ticket is not None:
+        st.admission.release(ticket)
+
+
+def _timed_out(st: AppState, seconds: float) -> APIError:
+    st.metrics.timed_out.labels(phase="request").inc()
+    return gateway_timeout(
+        f"The request did not finish within its deadline of {seconds:g} seconds (--request-timeout-seconds)."
+    )
+
+
+async def _until_deadline(steps: AsyncIterator[T], deadline: float, on_timeout: Callable[[], APIError]) -> AsyncIterator[T]:
+    """``steps``, raising ``on_timeout()`` once ``deadline`` (``loop.time()``) has passed."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise on_timeout()
+        try:
+            step = await asyncio.wait_for(anext(steps), remaining)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise on_timeout() from None
+        yield step
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    st = app_state(request)
+    check_api_key(request, st.settings.api_key)
+    arrival = time.perf_counter()
+    service = require_service(st)
+    raw_size = len(await request.body())
+    chat = parse_chat_request(await read_json_body(request))
+    admit(request, st, service.max_images(chat), raw_size)
+    timeout_s = st.settings.request_timeout_seconds
+    deadline = asyncio.get_running_loop().time() + timeout_s
+
+    def timed_out() -> APIError:
+        return _timed_out(st, timeout_s)
 
     try:
-        prepared = await run_unless_disconnected(request.receive, service.prepare(chat, arrival))
+        prepared = await run_unless_disconnected(request.receive, asyncio.wait_for(service.prepare(chat, arrival), timeout_s))
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
+    except asyncio.TimeoutError:
+        raise timed_out() from None
 
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
     if not chat.stream:
         try:
-            completion = await run_unless_disconnected(request.receive, service.complete(prepared))
+            completion = await run_unless_disconnected(
+                request.receive, asyncio.wait_for(service.complete(prepared), remaining)
+            )
         except ClientDisconnected:
             await service.abort(prepared)
             return Response(status_code=CLIENT_CLOSED)
-        return JSONResponse(completion.model_dump(mode="json"))
+        except asyncio.TimeoutError:
+            await service.abort(prepared)
+            raise timed_out() from None
+        return JSONResponse(wire(completion))
 
     steps = service.generate(prepared)
     try:
         # Wait for the first output before answering 200, so that errors up to the prefill are
         # ordinary HTTP errors; later ones become an SSE error event.
-        first = await run_unless_disconnected(request.receive, anext(steps, None))
+        first = await run_unless_disconnected(request.receive, asyncio.wait_for(anext(steps, None), remaining))
     except ClientDisconnected:
         await service.abort(prepared)
         return Response(status_code=CLIENT_CLOSED)
+    except asyncio.TimeoutError:
+        await service.abort(prepared)
+        raise timed_out() from None
 
     async def abort() -> None:
         await service.abort(prepared)
 
-    return SSEResponse(service.stream(prepared, steps, first), on_disconnect=abort)  # type: ignore[return-value]
+    def stream_timed_out() -> APIError:
+        asyncio.ensure_future(service.abort(prepared))
+        return timed_out()
+
+    bounded = _until_deadline(steps, deadline, stream_timed_out)
+    return SSEResponse(service.stream(prepared, bounded, first), on_disconnect=abort)  # type: ignore[return-value]

@@ -167,6 +167,39 @@ class ServerSettings(BaseSettings):
         if value is None:
             return ()
         if isinstance(value, str):
+    # --- admission and deadlines ----------------------------------------------------------------
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="Max generation requests admitted at once (preprocessing plus in the engine); past "
+        "it a request gets 503 with Retry-After at once.",
+    )
+    max_images_in_flight: int = Field(
+        512,
+        ge=1,
+        description="Max images, video frames and scene views of all admitted requests together (729 "
+        "visual tokens each; a request is counted at its most, before decoding); past it 503 with "
+        "Retry-After. A request alone is always admitted.",
+    )
+    max_request_bytes_in_flight: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Max request body bytes (inline media) held by all admitted requests together; past "
+        "it 503 with Retry-After. A request alone is always admitted.",
+    )
+    request_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Deadline of one generation request from arrival: after it the request is aborted "
+        "in the engine and answered 504 (or an SSE error event once streaming).",
+    )
+    body_read_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Max seconds to receive a request body; slower uploads get 408 (they are not "
+        "admitted while uploading).",
+    )
+
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
 

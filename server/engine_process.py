@@ -1,0 +1,56 @@
+"""Keep vLLM's engine processes out of the server's process group, tied to the server's life.
+
+A signal sent to the server's whole process group (systemd's default ``KillMode=control-group``, a
+terminal's Ctrl-C, some container inits) would reach vLLM's engine-core and worker processes
+directly: they stop at once and in-flight requests fail, before the server has drained. So each
+engine-core process that the server spawns moves into a process group of its own when vLLM loads its
+plugins there (:func:`on_vllm_process_start`, a ``vllm.general_plugins`` entry point, runs first in
+every vLLM process; the workers the engine core spawns afterwards inherit its group). The server
+stops the engine itself after draining (``AsyncLLM.shutdown``, which signals the engine core
+directly), and the engine core asks the kernel for SIGTERM when the server process dies
+(``PR_SET_PDEATHSIG``), so it never outlives a server that was killed.
+
+Only processes started by a server that called :func:`mark_api_process` are moved; vLLM used in any
+other program is left alone. Linux only (elsewhere nothing is changed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+API_PID_ENV = "LLAVA_INTERLEAVE_API_PID"
+"""Environment variable holding the server process's pid (inherited by the engine processes)."""
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+logger = logging.getLogger(__name__)
+
+
+def mark_api_process() -> None:
+    """Record this process as the server whose engine processes are to be detached (call before
+    the engine starts)."""
+    os.environ[API_PID_ENV] = str(os.getpid())
+
+
+def on_vllm_process_start() -> None:
+    """vLLM plugin hook: in an engine-core process spawned by a marked server, leave the server's
+    process group and get SIGTERM when the server dies. A no-op in every other process."""
+    api_pid = os.environ.get(API_PID_ENV)
+    if not api_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        api = int(api_pid)
+    except ValueError:
+        return
+    if os.getpid() == api or os.getppid() != api or os.getpgrp() != os.getpgid(api):
+        return  # the server itself, a worker of the engine core, or already detached
+    os.setpgid(0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != api:  # the server died before the death signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
