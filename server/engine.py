@@ -74,6 +74,7 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
         pipeline_parallel_size=settings.pipeline_parallel_size,
         data_parallel_size=settings.data_parallel_size,
         distributed_executor_backend=settings.distributed_executor_backend,
+        scheduling_policy=settings.scheduling_policy,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         # Our prompts send a video as its frames (image items), never as a video item. The engine
         # sizes its encoder cache and per-step encoder budget from its largest multimodal item,
@@ -151,21 +152,52 @@ class VLLMEngine:
         return bool(self.llm.errored)
 
     def _sampling_params(self, options: SamplingOptions) -> Any:
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        """vLLM ``SamplingParams`` of ``options`` (DELTA outputs; structured outputs through vLLM's
+        own backends, ``StructuredOutputsParams``)."""
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
+        structured = None
+        so = options.structured
+        if so is not None:
+            kwargs: dict[str, Any] = {
+                "disable_any_whitespace": so.disable_any_whitespace,
+                "disable_additional_properties": so.disable_additional_properties,
+                "whitespace_pattern": so.whitespace_pattern,
+            }
+            value = list(so.value) if so.kind == "choice" else so.value
+            kwargs[so.kind] = value
+            structured = StructuredOutputsParams(**kwargs)
         return SamplingParams(
             n=options.n,
             max_tokens=options.max_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
+            top_k=options.top_k,
+            min_p=options.min_p,
+            repetition_penalty=options.repetition_penalty,
             seed=options.seed,
             stop=list(options.stop) or None,
+            stop_token_ids=list(options.stop_token_ids) or None,
+            include_stop_str_in_output=options.include_stop_str_in_output,
+            ignore_eos=options.ignore_eos,
+            min_tokens=options.min_tokens,
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,
             logprobs=options.logprobs,
+            prompt_logprobs=options.prompt_logprobs,
+            logit_bias={tid: bias for tid, bias in options.logit_bias} or None,
+            allowed_token_ids=list(options.allowed_token_ids) if options.allowed_token_ids is not None else None,
+            bad_words=list(options.bad_words) or None,
+            structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
-            skip_special_tokens=True,
+            skip_special_tokens=options.skip_special_tokens,
+            spaces_between_special_tokens=options.spaces_between_special_tokens,
         )
+
+    @property
+    def priority_scheduling(self) -> bool:
+        """True when the engine schedules by request ``priority`` (``--scheduling-policy priority``)."""
+        return getattr(self.llm.vllm_config.scheduler_config, "policy", "fcfs") == "priority"
 
     async def generate(
         self,
@@ -173,6 +205,8 @@ class VLLMEngine:
         prompt_token_ids: Sequence[int],
         images: Sequence[Image.Image],
         options: SamplingOptions,
+        *,
+        media_uuids: Sequence[str | None] | None = None,
     ) -> AsyncIterator[EngineStep]:
         """See :meth:`server.generation.InferenceEngine.generate`."""
         from vllm.exceptions import VLLMClientError, VLLMValidationError
@@ -182,10 +216,23 @@ class VLLMEngine:
         prompt: dict[str, Any] = {"prompt_token_ids": list(prompt_token_ids)}
         if images:
             prompt["multi_modal_data"] = {"image": list(images)}
+            if media_uuids is not None:
+                # Content keys (server.media.cache): vLLM uses them as the items' hashes in its
+                # processor, encoder and prefix caches instead of hashing the pixels.
+                prompt["multi_modal_uuids"] = {"image": list(media_uuids)}
+        if options.cache_salt is not None:
+            prompt["cache_salt"] = options.cache_salt
+        if options.priority and not self.priority_scheduling:
+            raise EngineRequestError(
+                f"priority {options.priority} needs priority scheduling: start the server with "
+                "--scheduling-policy priority (this one schedules first come, first served)",
+                param="priority",
+            )
         want_logprobs = options.logprobs is not None
+        first = True
         try:
             params = self._sampling_params(options)
-            async for out in self.llm.generate(TokensPrompt(**prompt), params, request_id):
+            async for out in self.llm.generate(TokensPrompt(**prompt), params, request_id, priority=options.priority):
                 prompt_tokens = len(out.prompt_token_ids or ())
                 deltas = [
                     CompletionDelta(
@@ -194,15 +241,54 @@ class VLLMEngine:
                         num_tokens=len(c.token_ids),
                         logprobs=self._logprobs(c, options.logprobs or 0) if want_logprobs else None,
                         finish_reason=c.finish_reason,
+                        token_ids=tuple(c.token_ids),
                     )
                     for c in out.outputs
                 ]
-                yield EngineStep(prompt_tokens=prompt_tokens, deltas=deltas, finished=out.finished)
+                cached = getattr(out, "num_cached_tokens", None)
+                step = EngineStep(
+                    prompt_tokens=prompt_tokens,
+                    deltas=deltas,
+                    finished=out.finished,
+                    cached_tokens=int(cached) if cached is not None else None,
+                )
+                if first and options.prompt_logprobs is not None:
+                    step.prompt_token_ids = list(out.prompt_token_ids or ())
+                    step.prompt_logprobs = self._prompt_logprobs(out, options.prompt_logprobs)
+                first = False
+                yield step
         except (VLLMValidationError, VLLMClientError, ValueError) as exc:
-            raise EngineRequestError(str(exc)) from exc
+            param = getattr(exc, "parameter", None)
+            if options.structured is not None and (param in (None, "structured_outputs") or "grammar" in str(exc).lower()):
+                param = options.structured.param
+            raise EngineRequestError(str(exc), param=param) from exc
         except (EngineDeadError, EngineGenerateError) as exc:
             cause = exc.__cause__ or exc
             raise EngineFailure(f"{type(cause).__name__}: {cause}") from exc
+
+    def _prompt_logprobs(self, out: Any, top_k: int) -> list[tuple[tuple[int, float, int, str], ...] | None]:
+        """Per prompt position: None for the first token and for image-token positions (their logprob
+        is of the placeholder id, not of anything the user wrote), else the prompt token's
+        ``(id, logprob, rank, text)`` and its ``top_k`` best alternatives."""
+        ids = list(out.prompt_token_ids or ())
+        image_id = getattr(self.llm.model_config.hf_config, "image_token_index", None)
+        result: list[tuple[tuple[int, float, int, str], ...] | None] = []
+        for pos, entries in enumerate(out.prompt_logprobs or [None] * len(ids)):
+            tid = ids[pos] if pos < len(ids) else None
+            if entries is None or tid is None or tid == image_id:
+                result.append(None)
+                continue
+            chosen = entries.get(tid)
+            row = []
+            if chosen is not None:
+                row.append((tid, _finite(chosen.logprob), int(chosen.rank or 0), chosen.decoded_token or self._decode(tid)))
+            ranked = sorted(
+                ((t, lp) for t, lp in entries.items() if lp.rank is not None and lp.rank <= top_k and t != tid),
+                key=lambda item: item[1].rank,
+            )
+            row += [(t, _finite(lp.logprob), int(lp.rank), lp.decoded_token or self._decode(t)) for t, lp in ranked[:top_k]]
+            result.append(tuple(row))
+        return result
 
     def _decode(self, token_id: int) -> str:
         if self._tokenizer is None:
@@ -243,3 +329,8 @@ class VLLMEngine:
             self.llm.shutdown()
         except Exception:
             logger.exception("engine shutdown failed")
+
+
+def _finite(lp: float) -> float:
+    """-inf / NaN logprobs as -9999.0, as vLLM's OpenAI server sends them (JSON has no infinity)."""
+    return max(float(lp), -9999.0) if not math.isnan(lp) else -9999.0

@@ -9,14 +9,35 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """One structured-output constraint for vLLM's ``StructuredOutputsParams``.
+
+    Attributes:
+        kind: ``json`` (a JSON schema), ``json_object`` (any JSON object), ``regex``, ``choice`` or
+            ``grammar`` (EBNF / Lark, as vLLM takes it).
+        value: the schema (dict), the regex / grammar text, the choices (tuple), or True.
+        param: the request field it came from (``response_format``, ``structured_outputs``,
+            ``tool_choice``), named by a 400 if vLLM refuses the constraint.
+        disable_any_whitespace, disable_additional_properties, whitespace_pattern: vLLM's options.
+    """
+
+    kind: str
+    value: Any
+    param: str = "structured_outputs"
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
-    """What one request asks of the sampler (OpenAI names).
+    """What one request asks of the sampler (OpenAI's names, then vLLM's names and ranges).
 
     Attributes:
         max_tokens: completion tokens per choice (>= 1).
@@ -24,9 +45,24 @@ class SamplingOptions:
         temperature: 0 = greedy.
         top_p: nucleus mass in (0, 1].
         seed: per-request seed; choice ``i`` uses ``seed + i``.
-        stop: stop strings (not included in the output).
+        stop: stop strings (not included in the output unless ``include_stop_str_in_output``).
         presence_penalty, frequency_penalty: in [-2, 2].
         logprobs: None for no logprobs, else how many top alternatives to return per token (0-20).
+        top_k: vLLM ``top_k`` (0 or -1: off).
+        min_p: vLLM ``min_p`` in [0, 1].
+        repetition_penalty: vLLM ``repetition_penalty`` in (0, 2] (1: off).
+        min_tokens: tokens generated before EOS / stop tokens may end a choice.
+        ignore_eos: keep generating after EOS (until max_tokens or a stop).
+        stop_token_ids: token ids that end a choice.
+        include_stop_str_in_output: keep the matched stop string in the text.
+        skip_special_tokens, spaces_between_special_tokens: detokenizer options.
+        logit_bias: token id -> bias added to its logit (OpenAI's [-100, 100]).
+        allowed_token_ids: only these tokens may be sampled (None: all).
+        bad_words: words that may never be generated.
+        prompt_logprobs: None, or top alternatives per prompt token (0-20).
+        priority: vLLM priority (lower is served first; needs ``--scheduling-policy priority``).
+        structured: a structured-output constraint, or None.
+        cache_salt: vLLM prefix-cache salt, or None.
     """
 
     max_tokens: int
@@ -38,6 +74,22 @@ class SamplingOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    allowed_token_ids: tuple[int, ...] | None = None
+    bad_words: tuple[str, ...] = ()
+    prompt_logprobs: int | None = None
+    priority: int = 0
+    structured: StructuredOutput | None = None
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +111,7 @@ class CompletionDelta:
         num_tokens: tokens generated in this step.
         logprobs: one entry per new token when logprobs were requested, else None.
         finish_reason: ``"stop"`` or ``"length"`` on the choice's last delta, else None.
+        token_ids: the new token ids (``num_tokens`` of them; empty if the engine does not say).
     """
 
     index: int
@@ -66,6 +119,7 @@ class CompletionDelta:
     num_tokens: int
     logprobs: tuple[TokenLogprobInfo, ...] | None = None
     finish_reason: str | None = None
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,15 +131,33 @@ class EngineStep:
             placeholder counted as its visual tokens).
         deltas: new outputs, zero or more choices.
         finished: True on the request's last step (all choices finished).
+        prompt_logprobs: with ``prompt_logprobs``, on the first step: one entry per prompt token of
+            the expanded prompt (``prompt_tokens`` entries); None for the first token and for every
+            visual-token position (an image's 729 positions carry no text-token logprob), else
+            ``(token_id, logprob, rank, decoded_token)`` of the prompt token first, then the top
+            alternatives best first.
+        prompt_token_ids: with ``prompt_logprobs``: the expanded prompt ids (``prompt_tokens`` ids).
+        cached_tokens: prompt tokens served from the prefix cache, when the engine says.
     """
 
     prompt_tokens: int
     deltas: list[CompletionDelta] = field(default_factory=list)
     finished: bool = False
+    prompt_logprobs: list[tuple[tuple[int, float, int, str], ...] | None] | None = None
+    prompt_token_ids: list[int] | None = None
+    cached_tokens: int | None = None
 
 
 class EngineRequestError(ValueError):
-    """The engine refused the request's input (maps to HTTP 400)."""
+    """The engine refused the request's input (maps to HTTP 400).
+
+    Attributes:
+        param: the request field at fault when known (``logit_bias``, ``response_format``, ...).
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EngineFailure(RuntimeError):

@@ -38,6 +38,7 @@ from server.schemas import (
     TextPart,
     VideoURLPart,
 )
+from server.tools import assistant_tool_calls_text, renders_tools, tool_response_text, tools_system_text
 
 MediaKind = Literal["image", "video", "scene"]
 
@@ -287,12 +288,22 @@ class PromptBuilder:
         """
         segs: list[int | str] = []
         messages = list(request.messages)
+        tools_text = tools_system_text(request.tools or []) if renders_tools(request) else None
         has_system = any(m.role in ("system", "developer") for m in messages)
-        if not has_system and self.default_system_prompt:
-            segs += [self.im_start_id, "system\n", self.default_system_prompt, self.im_end_id, "\n"]
+        if not has_system and (self.default_system_prompt or tools_text):
+            system = "\n\n".join(t for t in (self.default_system_prompt, tools_text) if t)
+            segs += [self.im_start_id, "system\n", system, self.im_end_id, "\n"]
         media_iter = iter(items_per_media)
         front = request.image_placement == "front"
-        for msg in messages:
+        for k, msg in enumerate(messages):
+            if msg.role == "tool":
+                # Consecutive tool results share one user turn, as Qwen's template writes them.
+                if k == 0 or messages[k - 1].role != "tool":
+                    segs += [self.im_start_id, "user"]
+                segs.append(tool_response_text(msg))
+                if k + 1 == len(messages) or messages[k + 1].role != "tool":
+                    segs += [self.im_end_id, "\n"]
+                continue
             role = "system" if msg.role == "developer" else msg.role
             segs += [self.im_start_id, f"{role}\n"]
             visual: list[int | str] = []
@@ -308,11 +319,19 @@ class PromptBuilder:
                     visual += [self.image_token_id] * count + ["\n"]
                 elif isinstance(part, SceneViewsPart):
                     labels = part.scene_views.labels
-                    for k in range(count):
-                        if labels is not None and labels[k]:
-                            visual.append(f"{labels[k]}: ")
+                    for k2 in range(count):
+                        if labels is not None and labels[k2]:
+                            visual.append(f"{labels[k2]}: ")
                         visual += [self.image_token_id, "\n"]
-            segs += visual + text + [self.im_end_id, "\n"]
+            if role == "assistant" and not msg.content and msg.refusal:
+                text.append(msg.refusal)
+            tail: list[int | str] = []
+            if role == "system" and tools_text and msg is next(m for m in messages if m.role in ("system", "developer")):
+                tail.append("\n\n" + tools_text)
+            if role == "assistant" and msg.tool_calls:
+                calls = assistant_tool_calls_text(msg)
+                tail.append(calls if (visual or text) else calls.removeprefix("\n"))
+            segs += visual + text + tail + [self.im_end_id, "\n"]
         segs += [self.im_start_id, "assistant\n"]
         return segs
 
