@@ -115,7 +115,7 @@ def _scene_folder(folder: Path) -> List[Path]:
     return sorted(files, key=_natural_key)
 
 
-def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ScenePart:
+def scene(views: Union[str, "os.PathLike[str]", Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ScenePart:
     """A 3D scene part: several views of one scene, in order, each view one image (729 tokens).
 
     Args:
@@ -143,7 +143,7 @@ def scene(views: Union[str, os.PathLike, Sequence[ImageSource]], labels: Sequenc
     elif isinstance(views, (str, bytes, bytearray)) or is_pil_image(views):
         raise MediaError("scene(views=...) takes a folder or a sequence of views; wrap a single view in a list")
     else:
-        view_list = list(views)
+        view_list = list(cast(Sequence[ImageSource], views))
     if not view_list:
         raise MediaError("a scene needs at least one view")
     urls = [media_url(v, "image") for v in view_list]
@@ -164,7 +164,7 @@ def _parts(items: Sequence[Part]) -> List[ContentPart]:
         if isinstance(item, str):
             parts.append(text(item))
         elif isinstance(item, dict) and isinstance(item.get("type"), str):
-            parts.append(cast(ContentPart, item))
+            parts.append(item)
         elif isinstance(item, (list, tuple)):
             parts.extend(_parts(item))
         else:
@@ -202,7 +202,7 @@ def _text_only(role: str, parts: Sequence[Part]) -> str:
     built = _parts(parts)
     if any(p["type"] != "text" for p in built):
         raise TypeError(f"{role} messages take text only")
-    return "\n".join(cast(ChatCompletionContentPartTextParam, p)["text"] for p in built)
+    return "\n".join(p["text"] for p in built if p["type"] == "text")
 
 
 def system(*parts: str) -> ChatCompletionSystemMessageParam:
