@@ -9,41 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from server.chat_output import ChunkWriter, build_completion, stream_events
 from server.errors import APIError, internal_error, invalid_request
 from server.generation import (
-    CompletionDelta,
     EngineFailure,
     EngineRequestError,
     EngineStep,
     InferenceEngine,
     SamplingOptions,
-    TokenLogprobInfo,
 )
 from server.metrics import ServerMetrics
 from server.prompt import BuiltPrompt, MediaRequest, PromptBuilder, PromptLimits, plan_media, resolve_max_tokens
-from server.schemas import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    Choice,
-    ChoiceLogprobs,
-    ChunkChoice,
-    DeltaMessage,
-    TokenLogprob,
-    TopLogprob,
-    Usage,
-)
+from server.sampling import sampling_options
+from server.schemas import ChatCompletion, ChatCompletionRequest
 from server.streaming import DONE, sse_event
+
+if TYPE_CHECKING:
+    from server.media import MediaLoaderProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +46,28 @@ class PreparedChat:
     """A request ready for the engine (one per HTTP request).
 
     Attributes:
-        id: the completion id ``chatcmpl-...``, also the engine request id.
+        id: the engine request id ``chatcmpl-<uuid>`` (unique per request).
+        response_id: the ``id`` of the response: ``chatcmpl-{request_id}`` when the request gives
+            vLLM's ``request_id``, else ``id``.
         request: the validated body.
         prompt: the built prompt (token ids and counts).
         images: one RGB image per image-token id, in prompt order.
         options: sampling options with ``max_tokens`` resolved.
+        media_uuids: one content key per image (None where the loader gave none), handed to the
+            engine as vLLM's ``multi_modal_uuids`` so its processor, encoder and prefix caches
+            recognise repeated media without hashing pixels (see ``server.media.cache``).
         arrival: ``time.perf_counter()`` at arrival (for TTFT).
     """
 
     id: str
+    response_id: str
     request: ChatCompletionRequest
     prompt: BuiltPrompt
     images: list[Image.Image]
     options: SamplingOptions
     arrival: float
     created: int = field(default_factory=lambda: int(time.time()))
+    media_uuids: list[str | None] | None = None
 
 
 class ChatService:
@@ -87,7 +85,7 @@ class ChatService:
     def __init__(
         self,
         engine: InferenceEngine,
-        media_loader: object,
+        media_loader: MediaLoaderProtocol,
         prompt_builder: PromptBuilder,
         limits: PromptLimits,
         metrics: ServerMetrics,
@@ -109,6 +107,8 @@ class ChatService:
     def model_name(self) -> str:
         return self.engine.served_model_name
 
+    # -- preparation ------------------------------------------------------------------------------
+
     def max_images(self, request: ChatCompletionRequest) -> int:
         """Images, frames and views the request can contribute at most (each of 729 tokens), known
         before anything is fetched or decoded: what admission counts.
@@ -117,8 +117,6 @@ class ChatService:
             APIError: 400 when a per-request media limit is exceeded.
         """
         return sum(m.max_items for m in plan_media(request, self.limits))
-
-    # -- preparation ------------------------------------------------------------------------------
 
     async def prepare(self, request: ChatCompletionRequest, arrival: float) -> PreparedChat:
         """Check, fetch and decode media, build the prompt and check the token budget.
@@ -154,33 +152,33 @@ class ChatService:
         lower = await self._build_prompt(request, fewest_images, encoded)
         resolve_max_tokens(lower, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens)
 
-        media = await self._load_all(plan)
+        loaded = await self._load_all(plan)
+        media = [images for images, _ in loaded]
         prompt = await self._build_prompt(request, [len(images) for images in media], encoded)
         max_tokens = resolve_max_tokens(
             prompt, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens
         )
         images = [img for group in media for img in group]
+        uuids = [key for _, keys in loaded for key in keys]
         if len(images) != prompt.num_images:  # an invariant of the builder, never user input
             raise internal_error("image placeholders do not match the images")
-        temperature = 1.0 if request.temperature is None else request.temperature
-        options = SamplingOptions(
-            max_tokens=max_tokens,
-            n=request.n,
-            temperature=temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=tuple(request.stop or ()),
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
-            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        options = sampling_options(
+            request, max_tokens=max_tokens, logprobs=(request.top_logprobs or 0) if request.logprobs else None
         )
+        if request.min_tokens > max_tokens:
+            raise invalid_request(
+                f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({max_tokens})", param="min_tokens"
+            )
+        engine_id = f"chatcmpl-{uuid.uuid4().hex}"
         return PreparedChat(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
+            id=engine_id,
+            response_id=f"chatcmpl-{request.request_id}" if request.request_id else engine_id,
             request=request,
             prompt=prompt,
             images=images,
             options=options,
             arrival=arrival,
+            media_uuids=uuids if any(k is not None for k in uuids) else None,
         )
 
     async def _build_prompt(
@@ -195,9 +193,10 @@ class ChatService:
             self._tokenizer_pool, self.prompt_builder.build, request, items_per_media, encoded
         )
 
-    async def _load_all(self, plan: Sequence[MediaRequest]) -> list[list[Image.Image]]:
-        """Fetch and decode every visual part concurrently; the first failing part (in prompt order)
-        becomes a 400 naming it."""
+    async def _load_all(self, plan: Sequence[MediaRequest]) -> list[tuple[list[Image.Image], list[str | None]]]:
+        """Fetch and decode every visual part concurrently (images and videos at once, on the
+        loader's worker threads); the first failing part (in prompt order) becomes a 400 naming it.
+        Per part: its images and one content key per image (None when the loader has none)."""
         if not plan:
             return []
         tasks = [asyncio.ensure_future(self._load_one(m)) for m in plan]
@@ -215,7 +214,16 @@ class ChatService:
             raise failed[0].exception()  # type: ignore[misc]
         return [t.result() for t in tasks]
 
-    async def _load_one(self, media: MediaRequest) -> list[Image.Image]:
+    async def _image(self, url: str) -> tuple[Image.Image, str | None]:
+        """One image and its content key: the loader's ``load_image_with_key`` when it has one
+        (``server.media.MediaLoader``), else ``load_image`` and no key."""
+        loader = self.media_loader
+        keyed = getattr(loader, "load_image_with_key", None)
+        if keyed is not None:
+            return await keyed(url)
+        return await loader.load_image(url), None  # type: ignore[attr-defined]
+
+    async def _load_one(self, media: MediaRequest) -> tuple[list[Image.Image], list[str | None]]:
         # server.media.MediaError is a ValueError with a user-facing message; catching ValueError
         # keeps this module importable (and testable) without the media module.
         kind = _MEDIA_METRIC_KIND[media.kind]
@@ -223,29 +231,35 @@ class ChatService:
         try:
             if media.kind == "image":
                 t0 = time.perf_counter()
-                image = await loader.load_image(media.urls[0])  # type: ignore[attr-defined]
+                image, key = await self._image(media.urls[0])
                 self._count_media(kind, t0)
-                return [image]
+                return [image], [key]
             if media.kind == "video":
                 t0 = time.perf_counter()
-                video = await loader.load_video(  # type: ignore[attr-defined]
+                video = await loader.load_video(
                     media.urls[0], num_frames=media.num_frames, fps=media.fps
                 )
                 self._count_media(kind, t0)
                 frames = list(video.frames)  # the sampler already caps fps sampling at num_frames
                 if not frames:
                     raise ValueError("the video has no decodable frames")
-                return [Image.fromarray(f).convert("RGB") for f in frames]
-            images = []
+                keys = list(getattr(video, "frame_keys", None) or [None] * len(frames))
+                if len(keys) != len(frames):  # an invariant of the loader, never user input
+                    raise internal_error("video frame keys do not match the frames")
+                # New images over the (possibly cached, shared and read-only) frame arrays.
+                return [Image.fromarray(f).convert("RGB") for f in frames], keys
+            images, keys = [], []
             for k, url in enumerate(media.urls):
                 t0 = time.perf_counter()
                 try:
-                    images.append(await loader.load_image(url))  # type: ignore[attr-defined]
+                    image, key = await self._image(url)
                 except ValueError as exc:
                     param = f"{media.param}.scene_views.urls[{k}]"
                     raise invalid_request(f"{param}: {exc}", param=param, code="invalid_media") from None
+                images.append(image)
+                keys.append(key)
                 self._count_media(kind, t0)
-            return images
+            return images, keys
         except ValueError as exc:
             raise invalid_request(f"{media.param}: {exc}", param=media.param, code="invalid_media") from None
 
@@ -266,7 +280,11 @@ class ChatService:
         prompt_counted = False
         try:
             async for step in self.engine.generate(
-                prepared.id, prepared.prompt.prompt_token_ids, prepared.images, prepared.options
+                prepared.id,
+                prepared.prompt.prompt_token_ids,
+                prepared.images,
+                prepared.options,
+                media_uuids=prepared.media_uuids,
             ):
                 now = time.perf_counter()
                 if not prompt_counted:
@@ -287,7 +305,7 @@ class ChatService:
                     last_token_time[d.index] = now
                 yield step
         except EngineRequestError as exc:
-            raise invalid_request(str(exc), param="messages") from None
+            raise invalid_request(str(exc), param=exc.param or "messages") from None
         except EngineFailure as exc:
             logger.error("engine failure on %s: %s", prepared.id, exc)
             raise internal_error(f"The engine failed to process the request: {exc}") from None
@@ -303,111 +321,53 @@ class ChatService:
     # -- responses --------------------------------------------------------------------------------
 
     async def complete(self, prepared: PreparedChat) -> ChatCompletion:
-        """Run to the end and build the ``chat.completion`` object."""
-        n = prepared.options.n
-        texts = [""] * n
-        tokens = [0] * n
-        finish: list[str | None] = [None] * n
-        logprobs: list[list[TokenLogprob]] | None = [[] for _ in range(n)] if prepared.options.logprobs is not None else None
-        prompt_tokens = prepared.prompt.prompt_tokens
-        async for step in self.generate(prepared):
-            prompt_tokens = step.prompt_tokens
-            for d in step.deltas:
-                texts[d.index] += d.text
-                tokens[d.index] += d.num_tokens
-                if d.finish_reason is not None:
-                    finish[d.index] = _finish_reason(d.finish_reason)
-                if logprobs is not None and d.logprobs:
-                    logprobs[d.index].extend(_token_logprobs(d.logprobs))
-        choices = [
-            Choice(
-                index=i,
-                message=AssistantMessage(content=texts[i]),
-                logprobs=ChoiceLogprobs(content=logprobs[i]) if logprobs is not None else None,
-                finish_reason=finish[i] or "stop",
-            )
-            for i in range(n)
-        ]
-        completion = sum(tokens)
-        return ChatCompletion(
-            id=prepared.id,
+        """Run to the end and build the ``chat.completion`` object (:mod:`server.chat_output`)."""
+        return await build_completion(
+            request=prepared.request,
+            steps=self.generate(prepared),
+            response_id=prepared.response_id,
             created=prepared.created,
             model=self.model_name,
-            choices=choices,
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion),
+            n=prepared.options.n,
+            want_logprobs=prepared.options.logprobs is not None,
+            prompt_tokens=prepared.prompt.prompt_tokens,
+            tokenizer=self.prompt_builder.tokenizer,
         )
 
     async def stream(self, prepared: PreparedChat, steps: AsyncIterator[EngineStep], first: EngineStep | None) -> AsyncIterator[bytes]:
-        """SSE events of a streamed completion, per DESIGN.md.
+        """SSE events of a streamed completion (chunks per :func:`server.chat_output.stream_events`).
 
-        One chunk per choice with ``delta.role`` first; then one chunk per choice output with
-        ``delta.content``, the choice's last one carrying ``finish_reason``; with ``include_usage`` one
-        more chunk with ``choices: []`` and ``usage`` (every other chunk has ``usage: null``); then
-        ``data: [DONE]``. An error after the first event is one ``data: {"error": ...}`` event, then
-        ``data: [DONE]``.
+        An error after the first event is one ``data: {"error": ...}`` event, then ``data: [DONE]``.
 
         Args:
             prepared: the request.
             steps: the engine steps after ``first``.
             first: the first engine step, already received (so errors before it became HTTP errors).
         """
-        include_usage = prepared.request.include_usage
-        want_logprobs = prepared.options.logprobs is not None
-        n = prepared.options.n
-        prompt_tokens = prepared.prompt.prompt_tokens
-        completion_tokens = 0
 
-        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
-            obj = ChatCompletionChunk(
-                id=prepared.id, created=prepared.created, model=self.model_name, choices=choices, usage=usage
-            ).model_dump(mode="json", exclude_none=True)
-            if include_usage and "usage" not in obj:
-                obj["usage"] = None
-            for c in obj["choices"]:
-                c.setdefault("logprobs", None)
-                c.setdefault("finish_reason", None)
-            return sse_event(obj)
+        async def all_steps() -> AsyncIterator[EngineStep]:
+            if first is not None:
+                yield first
+            async for s in steps:
+                yield s
 
-        def delta_chunk(d: CompletionDelta) -> bytes:
-            return chunk(
-                [
-                    ChunkChoice(
-                        index=d.index,
-                        delta=DeltaMessage(content=d.text),
-                        logprobs=ChoiceLogprobs(content=_token_logprobs(d.logprobs or ()))
-                        if want_logprobs
-                        else None,
-                        finish_reason=_finish_reason(d.finish_reason) if d.finish_reason else None,
-                    )
-                ]
-            )
-
+        writer = ChunkWriter(
+            response_id=prepared.response_id,
+            created=prepared.created,
+            model=self.model_name,
+            include_usage=prepared.request.include_usage,
+        )
         try:
-            for i in range(n):
-                yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
-
-            async def all_steps() -> AsyncIterator[EngineStep]:
-                if first is not None:
-                    yield first
-                async for s in steps:
-                    yield s
-
-            async for step in all_steps():
-                prompt_tokens = step.prompt_tokens
-                for d in step.deltas:
-                    completion_tokens += d.num_tokens
-                    if not d.text and d.finish_reason is None and not d.logprobs:
-                        continue
-                    yield delta_chunk(d)
-            if include_usage:
-                yield chunk(
-                    [],
-                    Usage(
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens,
-                    ),
-                )
+            async for event in stream_events(
+                request=prepared.request,
+                steps=all_steps(),
+                writer=writer,
+                n=prepared.options.n,
+                want_logprobs=prepared.options.logprobs is not None,
+                prompt_tokens=prepared.prompt.prompt_tokens,
+                tokenizer=self.prompt_builder.tokenizer,
+            ):
+                yield event
         except APIError as exc:
             logger.warning("stream %s failed after it started: %s", prepared.id, exc.message)
             yield sse_event(exc.to_dict())
@@ -415,24 +375,3 @@ class ChatService:
             logger.exception("stream %s failed", prepared.id)
             yield sse_event(internal_error().to_dict())
         yield DONE
-
-
-def _finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-def _token_logprobs(items: Sequence[TokenLogprobInfo]) -> list[TokenLogprob]:
-    return [
-        TokenLogprob(
-            token=t.token,
-            logprob=_clamp(t.logprob),
-            bytes=list(t.token.encode("utf-8")),
-            top_logprobs=[TopLogprob(token=s, logprob=_clamp(lp), bytes=list(s.encode("utf-8"))) for s, lp in t.top],
-        )
-        for t in items
-    ]
-
-
-def _clamp(lp: float) -> float:
-    """OpenAI clients cannot parse -inf: clamp as vLLM's server does."""
-    return max(lp, -9999.0) if not math.isnan(lp) else -9999.0

@@ -179,6 +179,8 @@ class InferenceEngine(Protocol):
         prompt_token_ids: Sequence[int],
         images: Sequence[Image.Image],
         options: SamplingOptions,
+        *,
+        media_uuids: Sequence[str | None] | None = None,
     ) -> AsyncIterator[EngineStep]:
         """Stream the outputs of one request.
 
@@ -187,6 +189,8 @@ class InferenceEngine(Protocol):
             prompt_token_ids: the prompt with ONE image-token id per image.
             images: 8-bit RGB images, one per image-token id, in prompt order.
             options: sampling options.
+            media_uuids: None, or one key per image (None entries allowed): a key that names the
+                image's pixels exactly (equal keys = equal pixels), vLLM's ``multi_modal_uuids``.
 
         Raises:
             EngineRequestError: the engine refused the input.

@@ -117,9 +117,12 @@ class FakeEngine:
         prompt_token_ids: Sequence[int],
         images: Sequence[Image.Image],
         options: SamplingOptions,
+        *,
+        media_uuids: Sequence[str | None] | None = None,
     ) -> AsyncIterator[EngineStep]:
         self.calls.append(
-            {"request_id": request_id, "prompt_token_ids": list(prompt_token_ids), "images": list(images), "options": options}
+            {"request_id": request_id, "prompt_token_ids": list(prompt_token_ids), "images": list(images),
+             "options": options, "media_uuids": None if media_uuids is None else list(media_uuids)}
         )
         if self.reject_with:
             raise EngineRequestError(self.reject_with)
