@@ -22,10 +22,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import e2e_media
 import pytest
-
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from harness.media import encode_video, png
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -75,11 +75,11 @@ def browser(chromium_executable) -> Browser:
 
 def _media_files(folder: Path) -> dict[str, Path]:
     files = {
-        "red.png": e2e_media.png(64, 48, (200, 30, 30)),
-        "blue.png": e2e_media.png(48, 64, (30, 60, 200)),
-        "clip.mp4": e2e_media.h264(frames=16, fps=8, size=(96, 64)),
-        "front.png": e2e_media.png(40, 40, (30, 160, 60)),
-        "back.png": e2e_media.png(40, 40, (160, 160, 30)),
+        "red.png": png(64, 48, (200, 30, 30)),
+        "blue.png": png(48, 64, (30, 60, 200)),
+        "clip.mp4": encode_video(16, fps=8, size=(96, 64)),
+        "front.png": png(40, 40, (30, 160, 60)),
+        "back.png": png(40, 40, (160, 160, 30)),
         # not a video at all: no container the server (or the browser) can open
         "broken.mp4": bytes(range(256)) * 40,
     }
