@@ -112,10 +112,13 @@ def _part_titles(page: Page) -> list[str]:
     return page.locator("#parts .part .title").all_inner_texts()
 
 
-def _send_and_capture(page: Page) -> dict:
-    """Click Send; return the JSON body of the chat request the page made."""
+def _send_and_capture(page: Page, headers: dict | None = None) -> dict:
+    """Click Send; return the JSON body of the chat request the page made (its headers into
+    ``headers`` when given)."""
     with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions") and r.method == "POST") as req:
         page.get_by_role("button", name="Send", exact=True).click()
+    if headers is not None:
+        headers.update(req.value.all_headers())
     return json.loads(req.value.post_data)
 
 
@@ -275,7 +278,14 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
         page.keyboard.press("Enter")
         expect(page.locator("#parts .part")).to_have_count(0)
         page.get_by_label("Message", exact=True).fill("Say it in other words.")
-        body = _send_and_capture(page)
+        # the API key goes out as a bearer token (this server has no --api-key, so it is not checked)
+        # and is kept nowhere but in the page's memory
+        page.get_by_label("API key").fill("sk-playground-test")
+        sent_headers: dict = {}
+        body = _send_and_capture(page, sent_headers)
+        assert sent_headers.get("authorization") == "Bearer sk-playground-test"
+        stored = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie]")
+        assert stored == [0, 0, ""]
         assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
         assert body["messages"][0]["content"] == content
         assert body["messages"][1]["content"] == answer.inner_text()
