@@ -16,12 +16,17 @@ ARCHITECTURE = "LlavaInterleaveForConditionalGeneration"
 
 _MODEL_CLASS_PATH = "model_adapter.model:LlavaInterleaveForConditionalGeneration"
 
+LMMS_LAB_ARCHITECTURE = "LlavaQwenForCausalLM"
+"""The architecture of the authors' own ``lmms-lab`` checkpoints; registered as an alias of the adapter,
+so those folders load even without :func:`hf_overrides`."""
+
 
 def hf_overrides() -> dict[str, list[str]]:
     """Engine ``hf_overrides`` that route any LLaVA-Interleave HF checkpoint to this adapter.
 
-    The published checkpoints say ``architectures: ["LlavaForConditionalGeneration"]``; overriding the
-    architecture at load time means their ``config.json`` needs no edit.
+    The published checkpoints say ``architectures: ["LlavaForConditionalGeneration"]`` (llava-hf) or
+    ``["LlavaQwenForCausalLM"]`` (lmms-lab, config type ``llava_qwen`` registered by :func:`register`);
+    overriding the architecture at load time means their ``config.json`` needs no edit.
 
     Returns:
         ``{"architectures": ["LlavaInterleaveForConditionalGeneration"]}``.
@@ -39,8 +44,12 @@ def register() -> None:
     """
     from vllm import ModelRegistry
 
-    if ARCHITECTURE not in ModelRegistry.get_supported_archs():
-        ModelRegistry.register_model(ARCHITECTURE, _MODEL_CLASS_PATH)
+    from model_adapter.config import register_config
+
+    register_config()  # lmms-lab "llava_qwen" configs load through transformers' AutoConfig
+    for arch in (ARCHITECTURE, LMMS_LAB_ARCHITECTURE):
+        if arch not in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(arch, _MODEL_CLASS_PATH)
     from vllm.platforms import current_platform
 
     if current_platform.is_cpu():
@@ -61,4 +70,4 @@ def chat_template_path() -> str:
     return str(Path(__file__).with_name("templates") / "interleave.jinja")
 
 
-__all__ = ["ARCHITECTURE", "chat_template_path", "hf_overrides", "register"]
+__all__ = ["ARCHITECTURE", "LMMS_LAB_ARCHITECTURE", "chat_template_path", "hf_overrides", "register"]

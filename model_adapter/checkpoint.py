@@ -12,9 +12,16 @@ ids, ``preprocessor_config.json``, ``processor_config.json`` and ``chat_template
 ``--size 0.5b`` and ``--size 7b`` write random weights at the real architecture sizes (bfloat16,
 sharded) for GPU benchmarks.
 
+``--layout lmms-lab`` writes the same random weights in the authors' own layout instead
+(``lmms-lab/llava-next-interleave-qwen-*``: ``LlavaQwenForCausalLM``, ``model_type: llava_qwen``, a
+flat Qwen2 config with ``mm_*`` fields, ``model.vision_tower.vision_tower.vision_model.*`` with one
+more (unused) SigLIP layer, ``model.mm_projector.{0,2}``, ``model.layers.*``, an unused
+``model.image_newline``, a tokenizer without ``<image>`` whose ids end at 151645, no chat template and
+no processor files).
+
 Usage::
 
-    python -m model_adapter.checkpoint --size tiny --out DIR [--seed 0]
+    python -m model_adapter.checkpoint --size tiny --out DIR [--seed 0] [--layout hf|lmms-lab]
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .weights import canonical_key
+from . import geometry
+from .weights import canonical_key, to_lmms_lab
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,9 @@ SPECIAL_TOKENS = {
 }
 VOCAB_SIZE = 152000
 """Rows of the embedding matrix of every Qwen1.5 size (``text_config.vocab_size``)."""
+
+LAYOUT_CHOICES = ("hf", "lmms-lab")
+"""Checkpoint layouts the builder writes: the llava-hf conversion and the authors' lmms-lab one."""
 
 # The chat template shipped in the published llava-hf interleave checkpoints: ChatML, and every image
 # of a message rendered before its text ("in the front"), one "<image>\n" each.
@@ -182,12 +193,16 @@ def _filler_tokens() -> Iterator[str]:
             yield "\u0120" + "".join(letters)  # "Ġ" is the byte-level form of a space
 
 
-def build_tokenizer_json(vocab_train: int = 1000) -> str:
+def build_tokenizer_json(vocab_train: int = 1000, *, image_token: bool = True) -> str:
     """Train a byte-level BPE tokenizer and lay its vocab out like Qwen1.5's.
 
     Ids 0..151642 are ordinary tokens (the trained ones first, then fillers), 151643..151646 the
     specials ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``, ``<image>``, and 151647..151999
     more fillers, so every id the 152000-row embedding can produce decodes to text.
+
+    With ``image_token=False`` (the lmms-lab layout) the vocab is the published Qwen1.5 one's shape:
+    no ``<image>`` and nothing after ``<|im_end|>`` (ids end at 151645). Fillers are never produced
+    by encoding (no merge makes them), so both tokenizers encode every text identically.
 
     Returns:
         The ``tokenizer.json`` text.
@@ -210,10 +225,11 @@ def build_tokenizer_json(vocab_train: int = 1000) -> str:
     while next_id < ENDOFTEXT_ID:
         vocab[next(fillers)] = next_id
         next_id += 1
-    for content, token_id in SPECIAL_TOKENS.items():
+    specials = {k: v for k, v in SPECIAL_TOKENS.items() if image_token or k != "<image>"}
+    for content, token_id in specials.items():
         vocab[content] = token_id
     next_id = IMAGE_TOKEN_ID + 1
-    while next_id < VOCAB_SIZE:
+    while image_token and next_id < VOCAB_SIZE:
         vocab[next(fillers)] = next_id
         next_id += 1
     data["added_tokens"] = [
@@ -226,10 +242,38 @@ def build_tokenizer_json(vocab_train: int = 1000) -> str:
             "normalized": False,
             "special": True,
         }
-        for content, token_id in SPECIAL_TOKENS.items()
+        for content, token_id in specials.items()
     ]
     data["post_processor"] = None
     return json.dumps(data, ensure_ascii=False)
+
+
+def _lmms_lab_tokenizer_files() -> dict[str, str]:
+    """The lmms-lab tokenizer: Qwen1.5's specials only, no ``<image>``, no chat template."""
+    specials = ["<|im_start|>", "<|im_end|>"]
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "model_max_length": 32768,
+        "padding_side": "right",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "additional_special_tokens": specials,
+        "clean_up_tokenization_spaces": False,
+        "errors": "replace",
+        "split_special_tokens": False,
+    }
+    special_tokens_map = {
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "additional_special_tokens": specials,
+    }
+    return {
+        "tokenizer.json": build_tokenizer_json(image_token=False),
+        "tokenizer_config.json": json.dumps(tokenizer_config, indent=2),
+        "special_tokens_map.json": json.dumps(special_tokens_map, indent=2),
+    }
 
 
 def _tokenizer_files() -> dict[str, str]:
@@ -290,6 +334,61 @@ def _processor_files() -> dict[str, str]:
     }
 
 
+def lmms_lab_tower(size: str) -> str:
+    """The ``mm_vision_tower`` an lmms-lab checkpoint of ``size`` names (the real so400m for 0.5b / 7b,
+    this project's tiny tower for tiny), checked against the size's vision geometry.
+
+    Raises:
+        KeyError: on an unknown size.
+        AssertionError: if :data:`model_adapter.geometry.VISION_TOWERS` and :data:`SIZES` disagree.
+    """
+    s = SIZES[size]
+    name = geometry.TINY_SIGLIP_PATCH14_384 if size == "tiny" else geometry.SIGLIP_SO400M_PATCH14_384
+    tower = geometry.VISION_TOWERS[name]
+    assert (tower["hidden_size"], tower["intermediate_size"], tower["num_attention_heads"]) == (
+        s.vision_hidden, s.vision_intermediate, s.vision_heads
+    ) and tower["num_hidden_layers"] == s.vision_layers + 1, (name, size)
+    return name
+
+
+def build_lmms_lab_config(size: str = "tiny") -> dict:
+    """The ``config.json`` of an lmms-lab (``llava_qwen``) checkpoint of the given size.
+
+    Field names and values follow the published ``lmms-lab/llava-next-interleave-qwen-*`` configs: the
+    text fields of :func:`build_config` at the top level, the vision tower by name, select layer -2,
+    ``mlp2x_gelu``, ``anyres`` / ``spatial_unpad`` (unused by interleave inference).
+
+    Raises:
+        KeyError: on an unknown size.
+    """
+    hf = build_config(size)
+    text = {k: v for k, v in hf["text_config"].items() if k not in ("model_type", "architectures")}
+    return {
+        "architectures": ["LlavaQwenForCausalLM"],
+        "model_type": "llava_qwen",
+        "transformers_version": "4.40.0.dev0",
+        **text,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "tokenizer_model_max_length": 32768,
+        "tokenizer_padding_side": "right",
+        "mm_vision_tower": lmms_lab_tower(size),
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_hidden_size": SIZES[size].vision_hidden,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "mm_patch_merge_type": "spatial_unpad",
+        "mm_resampler_type": None,
+        "mm_spatial_pool_stride": None,
+        "use_mm_proj": True,
+        "image_aspect_ratio": "anyres",
+        "image_grid_pinpoints": [[384, 384], [384, 768], [768, 384], [768, 768], [1152, 384], [384, 1152]],
+    }
+
+
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """Names (published layout) and shapes of every tensor a checkpoint of ``config`` stores.
 
@@ -332,40 +431,81 @@ def _init_tensor(name: str, shape: tuple[int, ...], gen, dtype):
     return t.to(dtype)
 
 
-def write_checkpoint(out: Path, size: str = "tiny", seed: int = 0, shard_bytes: int = 2 * 2**30) -> Path:
+def random_tensors(size: str = "tiny", seed: int = 0) -> dict:
+    """The random weights of a checkpoint of ``size``: canonical (published llava-hf) name -> tensor.
+
+    Drawn from ``torch.Generator().manual_seed(seed)`` in sorted name order, so both layouts written
+    from one seed hold the same numbers.
+    """
+    import torch
+
+    config = build_config(size)
+    dtype = getattr(torch, SIZES[size].dtype)
+    shapes = parameter_shapes(config)
+    gen = torch.Generator().manual_seed(seed)
+    return {name: _init_tensor(name, shapes[name], gen, dtype) for name in sorted(shapes)}
+
+
+def _lmms_lab_tensors(tensors: dict, size: str, seed: int) -> dict:
+    """``tensors`` renamed to the lmms-lab layout, plus what that layout stores and never uses: the
+    tower's last SigLIP layer and ``model.image_newline`` (from a second generator, ``seed + 1``)."""
+    import torch
+
+    s = SIZES[size]
+    gen = torch.Generator().manual_seed(seed + 1)
+    out = {to_lmms_lab(name): t for name, t in tensors.items()}
+    layer0 = "vision_tower.vision_model.encoder.layers.0."
+    last = f"vision_tower.vision_model.encoder.layers.{s.vision_layers}."
+    for name in sorted(n for n in tensors if n.startswith(layer0)):
+        extra = last + name[len(layer0):]
+        out[to_lmms_lab(extra)] = _init_tensor(extra, tuple(tensors[name].shape), gen, tensors[name].dtype)
+    out["model.image_newline"] = _init_tensor(
+        "model.image_newline", (s.text_hidden,), gen, tensors["language_model.model.norm.weight"].dtype
+    )
+    return out
+
+
+def write_checkpoint(
+    out: Path, size: str = "tiny", seed: int = 0, shard_bytes: int = 2 * 2**30, layout: str = "hf"
+) -> Path:
     """Write a complete random-weight checkpoint of ``size`` into ``out``.
 
-    Deterministic for a seed (weights from ``torch.Generator().manual_seed(seed)`` in sorted name
-    order; the tokenizer is trained deterministically).
+    Deterministic for a seed (weights from :func:`random_tensors`; the tokenizer is trained
+    deterministically). Both layouts of one ``size`` and ``seed`` hold the same weights.
 
     Args:
         out: target directory (created; existing files are overwritten).
         size: ``"tiny"``, ``"0.5b"`` or ``"7b"``.
         seed: random seed of the weights.
         shard_bytes: maximum bytes per safetensors shard (the tiny model is one file).
+        layout: ``"hf"`` (the llava-hf conversion) or ``"lmms-lab"`` (the authors' own layout).
 
     Returns:
         ``out``.
+
+    Raises:
+        ValueError: on an unknown layout.
     """
-    import torch
     from safetensors.torch import save_file
 
-    config = build_config(size)
-    dtype = getattr(torch, SIZES[size].dtype)
+    if layout not in LAYOUT_CHOICES:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUT_CHOICES}")
     out.mkdir(parents=True, exist_ok=True)
-    shapes = parameter_shapes(config)
-    gen = torch.Generator().manual_seed(seed)
+    tensors = random_tensors(size, seed)
+    if layout == "lmms-lab":
+        tensors = _lmms_lab_tensors(tensors, size, seed)
 
-    shards: list[dict[str, torch.Tensor]] = [{}]
+    shards: list[dict] = [{}]
     used = 0
-    for name in sorted(shapes):
-        t = _init_tensor(name, shapes[name], gen, dtype)
+    for name in sorted(tensors):
+        t = tensors[name]
         nbytes = t.numel() * t.element_size()
         if shards[-1] and used + nbytes > shard_bytes:
             shards.append({})
             used = 0
         shards[-1][name] = t
         used += nbytes
+    del tensors
     if len(shards) == 1:
         save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
     else:
@@ -381,12 +521,19 @@ def write_checkpoint(out: Path, size: str = "tiny", seed: int = 0, shard_bytes: 
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         del shards
 
+    if layout == "lmms-lab":
+        config = build_lmms_lab_config(size)
+        generation = {"bos_token_id": ENDOFTEXT_ID, "eos_token_id": IM_END_ID, "pad_token_id": ENDOFTEXT_ID}
+        files = {**_lmms_lab_tokenizer_files(), "generation_config.json": json.dumps(generation, indent=2)}
+    else:
+        config = build_config(size)
+        files = {**_tokenizer_files(), **_processor_files()}
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    for fname, text in {**_tokenizer_files(), **_processor_files()}.items():
+    for fname, text in files.items():
         (out / fname).write_text(text)
     (out / "README.md").write_text(
-        f"Random-weight LLaVA-NeXT-Interleave checkpoint, size {size}, seed {seed}, written by "
-        "`python -m model_adapter.checkpoint`. Its answers are meaningless.\n"
+        f"Random-weight LLaVA-NeXT-Interleave checkpoint, size {size}, seed {seed}, layout {layout}, "
+        "written by `python -m model_adapter.checkpoint`. Its answers are meaningless.\n"
     )
     return out
 
@@ -397,17 +544,17 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "llava-interleave-serve"
 
 
-def ensure_tiny_checkpoint(cache_dir: Path | None = None, seed: int = 0) -> Path:
+def ensure_tiny_checkpoint(cache_dir: Path | None = None, seed: int = 0, layout: str = "hf") -> Path:
     """Build the tiny checkpoint once into the cache and return its directory.
 
     Safe under concurrent callers (a file lock; the checkpoint is written to a temporary folder and
     renamed into place). Logs a warning that the weights are random.
 
     Returns:
-        ``<cache_dir>/tiny-seed<seed>``.
+        ``<cache_dir>/tiny-seed<seed>`` (``layout="hf"``) or ``<cache_dir>/tiny-lmms-lab-seed<seed>``.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache_dir / f"tiny-seed{seed}"
+    target = cache_dir / (f"tiny-seed{seed}" if layout == "hf" else f"tiny-{layout}-seed{seed}")
     if not (target / "config.json").exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         with open(cache_dir / ".build.lock", "w") as lock:
@@ -415,7 +562,7 @@ def ensure_tiny_checkpoint(cache_dir: Path | None = None, seed: int = 0) -> Path
             if not (target / "config.json").exists():
                 logger.warning("building the tiny random-weight checkpoint into %s", target)
                 tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tiny-"))
-                write_checkpoint(tmp, "tiny", seed)
+                write_checkpoint(tmp, "tiny", seed, layout=layout)
                 shutil.rmtree(target, ignore_errors=True)
                 tmp.rename(target)
     logger.warning(
@@ -431,9 +578,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_CHOICES,
+        default="hf",
+        help="hf: the llava-hf conversion (default); lmms-lab: the authors' LlavaQwenForCausalLM layout",
+    )
     args = parser.parse_args(argv)
-    path = write_checkpoint(args.out, args.size, args.seed)
-    print(f"wrote {args.size} checkpoint (random weights, seed {args.seed}) to {path}")
+    path = write_checkpoint(args.out, args.size, args.seed, layout=args.layout)
+    print(f"wrote {args.size} {args.layout} checkpoint (random weights, seed {args.seed}) to {path}")
 
 
 if __name__ == "__main__":

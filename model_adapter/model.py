@@ -60,10 +60,18 @@ from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from . import geometry, preprocess
-from .weights import KEY_REWRITES, check_complete, canonical_key
+from .weights import (
+    KEY_REWRITES,
+    canonical_key,
+    check_complete,
+    is_unused_tensor,
+    vision_layer_index,
+)
 
 IMAGE_PLACEHOLDER = "<image>"
-"""Prompt placeholder of one image: the checkpoint's ``<image>`` special token (id 151646)."""
+"""Prompt placeholder of one image: the checkpoint's ``<image>`` special token (id 151646). lmms-lab
+checkpoints have no such token: there it is text, turned into ``config.image_token_index`` (the last
+embedding row, see :mod:`model_adapter.lmms_lab`) by the processor."""
 VIDEO_PLACEHOLDER = "<video>"
 """Prompt placeholder of one video. The published tokenizer has no ``<video>`` token, so this is plain
 text; the processor finds it in token space (re-encoding it canonically if the tokenizer merged it
@@ -229,7 +237,7 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
         hf_processor_mm_kwargs: Mapping[str, object],
         out_mm_kwargs: MultiModalKwargsItems,
     ) -> Sequence[PromptUpdate]:
-        image_token_id = self.info.get_hf_config().image_token_index
+        image_token_id = self._image_token_id
 
         def image_replacement(item_idx: int) -> list[int]:
             size = mm_items.get_items("image", ImageProcessorItems).get_image_size(item_idx)
@@ -255,29 +263,97 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
             ),
         ]
 
+    @cached_property
+    def _image_token_id(self) -> int:
+        """``config.image_token_index``, checked once against the tokenizer.
+
+        Raises:
+            ValueError: if the id is an ordinary token of the tokenizer (other than ``<image>``
+                itself): image placeholders would collide with text.
+        """
+        image_id = int(self.info.get_hf_config().image_token_index)
+        vocab = self.info.get_tokenizer().get_vocab()
+        if vocab.get(IMAGE_PLACEHOLDER) != image_id:
+            owner = next((tok for tok, i in vocab.items() if i == image_id), None)
+            if owner is not None:
+                raise ValueError(
+                    f"image placeholder id {image_id} is the token {owner!r} of this checkpoint's "
+                    "tokenizer: images would collide with text"
+                )
+        return image_id
+
+    @cached_property
+    def _image_placeholder_is_text(self) -> bool:
+        """True when the tokenizer has no ``<image>`` token at the image id (lmms-lab checkpoints):
+        ``<image>`` in a text prompt is then plain text, which the processor turns into the id."""
+        vocab = self.info.get_tokenizer().get_vocab()
+        return vocab.get(IMAGE_PLACEHOLDER) != self._image_token_id
+
     def _maybe_apply_prompt_updates(self, mm_items, mm_res):
         # A plain-text "<video>" may have been merged with its neighbours by the BPE (for example
         # "\n<" or ">\n"). Re-encode the prompt around each "<video>" so that every video
         # placeholder is the canonical token sequence and matches in token space. vLLM's own
         # fallback (match on decoded text, then search the expanded prompt) cannot tell a video's
         # tokens from adjacent images' tokens, since both are runs of <image> ids.
-        if mm_items.get_all_counts().get("video", 0):
-            ids = self._canonicalize_video_placeholders(list(mm_res.prompt_ids))
+        # Without an <image> token (lmms-lab), a text prompt's "<image>" becomes the image id the
+        # same way (the reference's tokenizer_image_token: split at "<image>", encode the pieces).
+        # A prompt that already holds image ids (token prompts, as the server sends) is left as it
+        # is, so user text that spells "<image>" stays text.
+        counts = mm_items.get_all_counts()
+        placeholders: dict[str, list[int]] = {}
+        if counts.get("video", 0):
+            placeholders[VIDEO_PLACEHOLDER] = self._video_target_ids
+        if (
+            counts.get("image", 0)
+            and self._image_placeholder_is_text
+            and self._image_token_id not in mm_res.prompt_ids
+        ):
+            placeholders[IMAGE_PLACEHOLDER] = [self._image_token_id]
+        if placeholders:
+            ids = self._canonicalize_placeholders(list(mm_res.prompt_ids), placeholders)
             mm_res = mm_res._replace(prompt_ids=ids)
         return super()._maybe_apply_prompt_updates(mm_items, mm_res)
 
-    def _canonicalize_video_placeholders(self, prompt_ids: list[int]) -> list[int]:
-        target = self._video_target_ids
+    def _canonicalize_placeholders(
+        self, prompt_ids: list[int], placeholders: Mapping[str, list[int]]
+    ) -> list[int]:
+        """Re-encode the text runs between image ids that spell a placeholder non-canonically.
+
+        Args:
+            prompt_ids: the tokenized prompt.
+            placeholders: placeholder text -> its canonical ids (``<video>`` -> ``<video>`` encoded
+                alone; ``<image>`` -> ``[image id]`` for a tokenizer without an ``<image>`` token).
+
+        Returns:
+            ``prompt_ids`` where every run between image ids whose text holds a placeholder spelled
+            otherwise is replaced by its pieces (split at the placeholders) encoded one by one, with
+            the placeholders' canonical ids between them; other runs are unchanged.
+        """
         tokenizer = self.info.get_tokenizer()
-        text = tokenizer.decode(prompt_ids)
-        expected = text.count(VIDEO_PLACEHOLDER)
-        if _count_subsequence(prompt_ids, target) == expected:
-            return prompt_ids
+        image_id = self._image_token_id
+        splitter = re.compile("(" + "|".join(re.escape(p) for p in placeholders) + ")")
         out: list[int] = []
-        for i, segment in enumerate(text.split(VIDEO_PLACEHOLDER)):
-            if i:
-                out.extend(target)
-            out.extend(tokenizer.encode(segment, add_special_tokens=False))
+        run: list[int] = []
+
+        def flush() -> None:
+            text = tokenizer.decode(run) if run else ""
+            if all(_count_subsequence(run, ids) == text.count(p) for p, ids in placeholders.items()):
+                out.extend(run)
+            else:
+                for piece in splitter.split(text):
+                    if piece in placeholders:
+                        out.extend(placeholders[piece])
+                    elif piece:
+                        out.extend(tokenizer.encode(piece, add_special_tokens=False))
+            run.clear()
+
+        for token in prompt_ids:
+            if token == image_id:
+                flush()
+                out.append(token)
+            else:
+                run.append(token)
+        flush()
         return out
 
 
@@ -479,15 +555,30 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Load any supported key layout (see :mod:`model_adapter.weights`).
 
+        The lmms-lab layout's unused tensors (the SigLIP layer past ``vision_config.num_hidden_layers``
+        and ``model.image_newline``) are skipped; nothing else is.
+
         Raises:
-            ValueError: from vLLM's ``AutoWeightsLoader`` naming an unexpected tensor.
+            ValueError: from vLLM's ``AutoWeightsLoader`` naming an unexpected tensor, or ours naming
+                a SigLIP layer past the tower's depth.
             MissingWeightsError: naming the first tensor the checkpoint lacks.
         """
         seen: set[str] = set()
+        vision_layers = int(self.config.vision_config.num_hidden_layers)
+        stored_layers = int(getattr(self.config, "vision_tower_num_layers", None) or vision_layers)
 
         def record(stream: Iterable[tuple[str, torch.Tensor]]):
             for name, tensor in stream:
-                seen.add(canonical_key(name))
+                if is_unused_tensor(name, vision_layers=vision_layers, stored_vision_layers=stored_layers):
+                    continue  # lmms-lab: the 27th SigLIP layer and image_newline
+                canonical = canonical_key(name)
+                layer = vision_layer_index(canonical)
+                if layer is not None and layer >= stored_layers:
+                    # vLLM's SigLIP loader would drop it silently
+                    raise ValueError(
+                        f"unexpected tensor {name!r}: the vision tower has {stored_layers} layers"
+                    )
+                seen.add(canonical)
                 yield name, tensor
 
         # SigLIP's own loader drops the unused post_layernorm; Qwen2 handles tied embeddings.

@@ -10,6 +10,11 @@ The adapter's modules are named like the published checkpoints (transformers < 4
 - transformers 5.x ``save_pretrained``: as above but ``model.vision_tower.embeddings.*`` (the vision
   tower without its ``vision_model`` level).
 
+The authors' own ``lmms-lab`` checkpoints (``LlavaQwenForCausalLM``) load too:
+``model.vision_tower.vision_tower.vision_model.*`` (all 27 SigLIP layers; the 27th is unused and
+skipped), ``model.mm_projector.{0,2}.*``, ``model.{layers,embed_tokens,norm}.*``, ``lm_head.*`` and an
+unused ``model.image_newline`` (skipped).
+
 This module has no vLLM import: the key mapping is plain regular expressions, wrapped into vLLM's
 ``WeightsMapper`` by the model class.
 """
@@ -20,6 +25,11 @@ import re
 from collections.abc import Iterable
 
 KEY_REWRITES: dict[str, str] = {
+    # lmms-lab (LlavaQwenForCausalLM): the authors' own layout; first, before the rules below
+    r"^model\.vision_tower\.vision_tower\.": "vision_tower.",
+    r"^model\.mm_projector\.0\.": "multi_modal_projector.linear_1.",
+    r"^model\.mm_projector\.2\.": "multi_modal_projector.linear_2.",
+    r"^model\.(layers|embed_tokens|norm)\.": r"language_model.model.\1.",
     # transformers >= 4.52
     r"^model\.language_model\.": "language_model.model.",
     r"^model\.vision_tower\.": "vision_tower.",
@@ -116,3 +126,53 @@ def to_layout(key: str, layout: str) -> str:
     if layout == "hf5":
         key = key.replace("model.vision_tower.vision_model.", "model.vision_tower.", 1)
     return key
+
+
+LMMS_LAB_UNUSED = ("model.image_newline",)
+"""lmms-lab tensors the reference interleave inference never reads (the anyres newline embedding)."""
+
+_VISION_LAYER = re.compile(r"^vision_tower\.vision_model\.encoder\.layers\.(\d+)\.")
+
+
+def vision_layer_index(canonical: str) -> int | None:
+    """The SigLIP encoder layer a canonical key belongs to, or None."""
+    m = _VISION_LAYER.match(canonical)
+    return int(m.group(1)) if m else None
+
+
+def is_unused_tensor(key: str, *, vision_layers: int, stored_vision_layers: int) -> bool:
+    """Whether a checkpoint tensor is stored but deliberately not loaded.
+
+    Args:
+        key: the checkpoint key (any layout).
+        vision_layers: SigLIP layers the model runs (``vision_config.num_hidden_layers``, 26).
+        stored_vision_layers: SigLIP layers the checkpoint's tower has (27 for lmms-lab, where the
+            last one is unused; equal to ``vision_layers`` for the llava-hf conversions).
+
+    Returns:
+        True for ``model.image_newline`` of an lmms-lab checkpoint (``stored_vision_layers >
+        vision_layers``) and for SigLIP layers ``vision_layers .. stored_vision_layers - 1``; False
+        otherwise (a layer at or past ``stored_vision_layers`` is an unexpected tensor, not skipped).
+    """
+    if stored_vision_layers > vision_layers and key in LMMS_LAB_UNUSED:
+        return True
+    layer = vision_layer_index(canonical_key(key))
+    return layer is not None and vision_layers <= layer < stored_vision_layers
+
+
+def to_lmms_lab(key: str) -> str:
+    """Rewrite a canonical (published llava-hf) key into the lmms-lab layout (checkpoint builder).
+
+    Raises:
+        ValueError: for a key outside the vision tower, projector and language model.
+    """
+    for old, new in (
+        ("vision_tower.", "model.vision_tower.vision_tower."),
+        ("multi_modal_projector.linear_1.", "model.mm_projector.0."),
+        ("multi_modal_projector.linear_2.", "model.mm_projector.2."),
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+    ):
+        if key.startswith(old):
+            return new + key[len(old):]
+    raise ValueError(f"no lmms-lab name for tensor {key!r}")
