@@ -253,22 +253,40 @@ class PromptBuilder:
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path, *, default_system_prompt: str = "") -> PromptBuilder:
-        """Load the tokenizer and the visual geometry of a checkpoint folder (no vLLM)."""
+        """Load the tokenizer and the visual geometry of a checkpoint folder (no vLLM).
+
+        Takes the llava-hf layout and the lmms-lab one (``model_type: llava_qwen``, translated by
+        :func:`model_adapter.lmms_lab.translate_config`; its image id is the last embedding row, which
+        its tokenizer has no token for). The folder needs no chat template.
+
+        Raises:
+            ValueError: for an lmms-lab config the adapter cannot serve (e.g. an unknown vision tower),
+                or an image id that is an ordinary token of the tokenizer.
+        """
         from transformers import AutoTokenizer
 
         from model_adapter.geometry import num_image_tokens
+        from model_adapter.lmms_lab import is_lmms_lab_config, translate_config
 
         path = Path(model_path)
         config = json.loads((path / "config.json").read_text())
+        if is_lmms_lab_config(config):
+            from model_adapter.config import register_config
+
+            register_config()  # AutoTokenizer reads config.json too
+            config = translate_config(config)
         vision = dict(config.get("vision_config") or {})
         vision.setdefault("image_size", 384)
         vision.setdefault("patch_size", 14)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        image_token_id = int(config.get("image_token_index", config.get("image_token_id", 151646)))
+        if tokenizer.convert_ids_to_tokens(image_token_id) not in (None, "<image>"):
+            raise ValueError(f"image placeholder id {image_token_id} is an ordinary token of {path}'s tokenizer")
         return cls(
             tokenizer,
-            image_token_id=int(config.get("image_token_index", config.get("image_token_id", 151646))),
+            image_token_id=image_token_id,
             im_start_id=int(im_start),
             im_end_id=int(im_end),
             tokens_per_image=num_image_tokens(vision),
