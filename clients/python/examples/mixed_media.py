@@ -1,4 +1,4 @@
-"""One request mixing an image, a video and a 3D scene with text, in that order.
+"""One request mixing an image, a video and a 3D scene with text, in that order; then a streamed answer.
 
     make serve                      # in the repo root: the server on 127.0.0.1:8000
     python examples/mixed_media.py  # or set INTERLEAVE_BASE_URL / INTERLEAVE_API_KEY
@@ -6,12 +6,12 @@
 
 from example_media import make_media
 
-from llava_interleave_client import Client, InterleaveError, image, scene, user, video
+from llava_interleave_client import APIError, Client, image, scene, user, video
 
 
 def main() -> None:
     media = make_media()
-    with Client() as client:
+    with Client() as client:  # an openai.OpenAI: every openai argument and method works
         model = client.models.list().data[0].id
         try:
             reply = client.chat.completions.create(
@@ -28,11 +28,21 @@ def main() -> None:
                 temperature=0,
                 seed=0,
             )
-        except InterleaveError as exc:
+            print(reply.choices[0].message.content)
+            # 1 image + 8 frames + 3 views = 12 images of 729 visual tokens each, plus the text
+            print(f"prompt tokens: {reply.usage.prompt_tokens}, completion tokens: {reply.usage.completion_tokens}")
+
+            # Streamed token by token; visual parts before the text, as the HF chat template puts them.
+            with client.chat.completions.create(
+                model=model, messages=[user("Describe", image(media["image"]), "in detail.")], max_tokens=64,
+                stream=True, extra_body={"image_placement": "front"},
+            ) as stream:
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        print(chunk.choices[0].delta.content, end="", flush=True)
+            print()
+        except APIError as exc:  # an HTTP error, an error event in the stream, a stream cut before [DONE]
             raise SystemExit(f"request failed: {exc}")
-    print(reply.choices[0].message.content)
-    # 1 image + 8 frames + 3 views = 12 images of 729 visual tokens each, plus the text
-    print(f"prompt tokens: {reply.usage.prompt_tokens}, completion tokens: {reply.usage.completion_tokens}")
 
 
 if __name__ == "__main__":

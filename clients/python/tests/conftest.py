@@ -15,19 +15,12 @@ from sdk_media import make_images, make_videos  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sdk-media")
-
-
-@pytest.fixture(scope="session")
-def images(media_dir: Path) -> Dict[str, Path]:
+def images(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """One small image per supported format, keyed by format name (png, jpeg, gif, webp, bmp, tiff)."""
-    pytest.importorskip("PIL")
-    return make_images(media_dir / "images")
+    return make_images(tmp_path_factory.mktemp("sdk-images"))
 
 
 @pytest.fixture(scope="session")
-def videos(media_dir: Path) -> Dict[str, Path]:
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """One tiny clip per supported container (mp4, mov, mkv, webm, avi, ts), keyed by container name."""
-    pytest.importorskip("av")
-    return make_videos(media_dir / "videos")
+    return make_videos(tmp_path_factory.mktemp("sdk-videos"))

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -111,18 +107,3 @@ def test_errors_exit_non_zero_with_message(capsys, tmp_path):
         code = main(["hi", "--base-url", stub.base_url])
     out, err = capsys.readouterr()
     assert code == 1 and out.startswith("cut") and "before data: [DONE]" in err
-
-
-def test_console_script_is_installed():
-    exe = Path(sys.executable).with_name("interleave-chat")
-    if not exe.exists():
-        pytest.fail(f"console script missing: {exe} (pip install -e clients/python)")
-    with StubServer([Reply(events=stream_events("ok"))]) as stub:
-        proc = subprocess.run([str(exe), "hello", "--base-url", stub.base_url], capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "INTERLEAVE_API_KEY": ""})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "ok\n"
-    with StubServer([Reply(status=401, body={"error": {"message": "bad key"}})]) as stub:
-        proc = subprocess.run([str(exe), "hello", "--base-url", stub.base_url], capture_output=True, text=True,
-                              timeout=60)
-    assert proc.returncode == 1 and "bad key" in proc.stderr

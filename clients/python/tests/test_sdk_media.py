@@ -6,6 +6,7 @@ import base64
 import io
 
 import pytest
+from PIL import Image
 
 from llava_interleave_client import MediaError, image, sniff_media_type, video
 from llava_interleave_client._media import SNIFF_BYTES, is_pil_image
@@ -123,7 +124,6 @@ def test_urls_pass_through(url):
 
 
 def test_pil_images_are_sent_as_png():
-    Image = pytest.importorskip("PIL.Image")
     img = Image.new("RGB", (5, 4), (1, 2, 3))
     assert is_pil_image(img) and not is_pil_image(b"x")
     media_type, data = _decode_data_url(image(img)["image_url"]["url"])

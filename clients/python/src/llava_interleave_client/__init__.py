@@ -1,91 +1,51 @@
 """Python client SDK for the LLaVA-NeXT-Interleave server: message builders for images, videos and 3D
-scenes interleaved with text, on top of the ``openai`` package.
-
-::
-
-    from llava_interleave_client import Client, image, user, video
-
-    client = Client()  # an openai.OpenAI for http://127.0.0.1:8000/v1 or $INTERLEAVE_BASE_URL
-    model = client.models.list().data[0].id
-    reply = client.chat.completions.create(
-        model=model,
-        messages=[user("Compare", image("a.png"), video("clip.mp4", num_frames=8), "what changed?")],
-        max_tokens=64,
-    )
-    print(reply.choices[0].message.content)
-
-Errors, streams and response types are openai's, re-exported here.
+scenes interleaved with text (:mod:`.builders`), and ``Client`` / ``AsyncClient``, which are
+``openai.OpenAI`` / ``openai.AsyncOpenAI`` with this server's defaults (:mod:`._client`). Errors, streams
+and response types are openai's, re-exported here. Usage: ``clients/python/README.md``.
 """
 
 from importlib.metadata import version as _version
 
+# Re-exported names are imported "as themselves" (explicit re-exports for type checkers).
 from openai import (
-    APIConnectionError,
-    APIError,
-    APIResponseValidationError,
-    APIStatusError,
-    APITimeoutError,
-    AsyncStream,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    InternalServerError,
-    NotFoundError,
-    OpenAIError,
-    PermissionDeniedError,
-    RateLimitError,
-    Stream,
-    UnprocessableEntityError,
+    APIConnectionError as APIConnectionError,
+    APIError as APIError,
+    APIResponseValidationError as APIResponseValidationError,
+    APIStatusError as APIStatusError,
+    APITimeoutError as APITimeoutError,
+    AsyncStream as AsyncStream,
+    AuthenticationError as AuthenticationError,
+    BadRequestError as BadRequestError,
+    ConflictError as ConflictError,
+    InternalServerError as InternalServerError,
+    NotFoundError as NotFoundError,
+    OpenAIError as OpenAIError,
+    PermissionDeniedError as PermissionDeniedError,
+    RateLimitError as RateLimitError,
+    Stream as Stream,
+    UnprocessableEntityError as UnprocessableEntityError,
 )
-from openai.types import Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types import Model as Model
+from openai.types.chat import ChatCompletion as ChatCompletion
+from openai.types.chat import ChatCompletionChunk as ChatCompletionChunk
 
-from ._client import DEFAULT_BASE_URL, NO_API_KEY, AsyncClient, Client
-from ._media import MediaError, sniff_media_type
-from .builders import assistant, image, message, scene, system, text, user, video
-from .types import ContentPart, ImagePlacement, ScenePart, VideoPart
+from ._client import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._client import NO_API_KEY as NO_API_KEY
+from ._client import AsyncClient as AsyncClient
+from ._client import Client as Client
+from ._media import MediaError as MediaError
+from ._media import sniff_media_type as sniff_media_type
+from .builders import assistant as assistant
+from .builders import image as image
+from .builders import message as message
+from .builders import scene as scene
+from .builders import system as system
+from .builders import text as text
+from .builders import user as user
+from .builders import video as video
+from .types import ContentPart as ContentPart
+from .types import ImagePlacement as ImagePlacement
+from .types import ScenePart as ScenePart
+from .types import VideoPart as VideoPart
 
 __version__ = _version("llava-interleave-client")
-
-__all__ = [
-    "__version__",
-    "Client",
-    "AsyncClient",
-    "DEFAULT_BASE_URL",
-    "NO_API_KEY",
-    # builders and their types
-    "user",
-    "system",
-    "assistant",
-    "message",
-    "text",
-    "image",
-    "video",
-    "scene",
-    "sniff_media_type",
-    "MediaError",
-    "ContentPart",
-    "VideoPart",
-    "ScenePart",
-    "ImagePlacement",
-    # openai's
-    "Stream",
-    "AsyncStream",
-    "ChatCompletion",
-    "ChatCompletionChunk",
-    "Model",
-    "OpenAIError",
-    "APIError",
-    "APIConnectionError",
-    "APITimeoutError",
-    "APIResponseValidationError",
-    "APIStatusError",
-    "BadRequestError",
-    "AuthenticationError",
-    "PermissionDeniedError",
-    "NotFoundError",
-    "ConflictError",
-    "UnprocessableEntityError",
-    "RateLimitError",
-    "InternalServerError",
-]

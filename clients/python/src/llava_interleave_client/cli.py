@@ -30,39 +30,28 @@ __all__ = ["main", "build_parser", "build_messages"]
 PROG = "interleave-chat"
 
 
-class _AppendPart(argparse.Action):
-    """Append ``(kind, value)`` to the single ordered ``parts`` list, so options keep their order."""
+class _Part(argparse.Action):
+    """Keep the content options in command-line order in ``namespace.parts``: ``--text`` / ``--image`` /
+    ``--video`` / ``--scene`` append a part; ``--num-frames`` / ``--fps`` / ``--labels`` set that field of
+    the last ``--video`` / ``--scene`` before them (before any ``--video``: of all the later ones)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: Optional[str] = None) -> None:
-        parts = list(getattr(namespace, "parts", None) or [])
-        for value in values if isinstance(values, list) else [values]:  # the positional gives a list
-            spec: Dict[str, Any] = {"kind": self.dest, "value": value}
-            if self.dest == "video":
-                spec.update(num_frames=namespace.default_num_frames, fps=namespace.default_fps)
-            if self.dest == "scene":
-                spec["labels"] = None
-            parts.append(spec)
-        namespace.parts = parts
-
-
-class _Modify(argparse.Action):
-    """Set an option of the last ``--video`` / ``--scene`` before it, or the default of later ones."""
-
-    target = {"num_frames": "video", "fps": "video", "labels": "scene"}
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
-        kind = self.target[self.dest]
-        if self.dest == "labels":
-            values = [v.strip() for v in values.split(",")]
-        for spec in reversed(getattr(namespace, "parts", None) or []):  # specs are per-namespace dicts
-            if spec["kind"] == kind:
-                spec[self.dest] = values
-                return
+        parts = namespace.parts = list(namespace.parts)  # never the shared default list
+        if self.dest not in ("num_frames", "fps", "labels"):
+            later = namespace.video_defaults if self.dest == "video" else {}
+            parts.append({"kind": self.dest, "value": values, **later})
+            return
+        kind = "scene" if self.dest == "labels" else "video"
         if kind == "scene":
+            values = [v.strip() for v in values.split(",")]
+        target = next((spec for spec in reversed(parts) if spec["kind"] == kind), None)
+        if target is None and kind == "scene":
             parser.error("--labels must follow the --scene it names")
-        setattr(namespace, f"default_{self.dest}", values)
+        if target is None:
+            namespace.video_defaults = {**namespace.video_defaults, self.dest: values}
+        else:
+            target[self.dest] = values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,19 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='example: interleave-chat "Compare" --image a.png --video clip.mp4 --num-frames 8 '
         '--scene v1.png,v2.png "what changed?"',
     )
-    p.set_defaults(parts=[], default_num_frames=None, default_fps=None)
+    p.set_defaults(parts=[], video_defaults={})
     g = p.add_argument_group("content (sent in command-line order)")
-    g.add_argument("text", nargs="*", action=_AppendPart, metavar="TEXT", help="text parts (bare words)")
-    g.add_argument("--text", "-t", dest="text", action=_AppendPart, metavar="TEXT", help="a text part")
-    g.add_argument("--image", "-i", action=_AppendPart, metavar="PATH|URL", help="an image file or URL")
-    g.add_argument("--video", "-v", action=_AppendPart, metavar="PATH|URL", help="a video file or URL")
-    g.add_argument("--num-frames", dest="num_frames", type=int, action=_Modify, metavar="N",
+    g.add_argument("--text", "-t", action=_Part, metavar="TEXT", help="a text part (bare words are text parts too)")
+    g.add_argument("--image", "-i", action=_Part, metavar="PATH|URL", help="an image file or URL")
+    g.add_argument("--video", "-v", action=_Part, metavar="PATH|URL", help="a video file or URL")
+    g.add_argument("--num-frames", dest="num_frames", type=int, action=_Part, metavar="N",
                    help="frames to sample from the preceding --video (server default 16)")
-    g.add_argument("--fps", type=float, action=_Modify, metavar="F",
+    g.add_argument("--fps", type=float, action=_Part, metavar="F",
                    help="sample the preceding --video at F frames per second instead")
-    g.add_argument("--scene", "-s", action=_AppendPart, metavar="V1,V2,...|DIR",
+    g.add_argument("--scene", "-s", action=_Part, metavar="V1,V2,...|DIR",
                    help="a 3D scene: comma-separated views, or a folder of view images (sorted)")
-    g.add_argument("--labels", action=_Modify, metavar="L1,L2,...",
+    g.add_argument("--labels", action=_Part, metavar="L1,L2,...",
                    help="labels of the views of the preceding --scene (comma-separated)")
     g.add_argument("--system", metavar="TEXT", help="a system message")
 
