@@ -332,6 +332,7 @@ class ChatService:
             want_logprobs=prepared.options.logprobs is not None,
             prompt_tokens=prepared.prompt.prompt_tokens,
             tokenizer=self.prompt_builder.tokenizer,
+            visual_tokens=prepared.prompt.visual_tokens,
         )
 
     async def stream(self, prepared: PreparedChat, steps: AsyncIterator[EngineStep], first: EngineStep | None) -> AsyncIterator[bytes]:
@@ -366,6 +367,7 @@ class ChatService:
                 want_logprobs=prepared.options.logprobs is not None,
                 prompt_tokens=prepared.prompt.prompt_tokens,
                 tokenizer=self.prompt_builder.tokenizer,
+                visual_tokens=prepared.prompt.visual_tokens,
             ):
                 yield event
         except APIError as exc:

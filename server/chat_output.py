@@ -104,17 +104,23 @@ def finish_reason(engine_reason: str | None, mode: str, called: bool) -> str:
     return "stop"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None) -> Usage:
-    """OpenAI's ``usage`` (``prompt_tokens_details.cached_tokens`` when the engine reports it)."""
-    u = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens)
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None, visual_tokens: int | None = None) -> Usage:
+    """OpenAI's ``usage``; ``prompt_tokens_details`` has ``cached_tokens`` (prefix-cache hits, when the
+    engine reports them) and, for chat, OpenAI's ``image_tokens`` (729 per image / frame / view) and
+    ``text_tokens`` (the rest of the prompt)."""
+    details: dict[str, int] = {}
     if cached_tokens is not None:
-        u = Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-            prompt_tokens_details={"cached_tokens": cached_tokens},
-        )
-    return u
+        details["cached_tokens"] = cached_tokens
+    if visual_tokens is not None:
+        details["image_tokens"] = visual_tokens
+        details["text_tokens"] = prompt_tokens - visual_tokens
+    kwargs: dict[str, Any] = {"prompt_tokens_details": details} if details else {}
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        **kwargs,
+    )
 
 
 def prompt_logprobs_json(step: EngineStep | None) -> list[dict[str, Any] | None] | None:
@@ -154,6 +160,7 @@ async def build_completion(
     want_logprobs: bool,
     prompt_tokens: int,
     tokenizer: Any,
+    visual_tokens: int | None = None,
 ) -> ChatCompletion:
     """Run ``steps`` to the end and build the ``chat.completion`` object."""
     states = [_ChoiceState() for _ in range(n)]
@@ -209,7 +216,7 @@ async def build_completion(
         created=created,
         model=model,
         choices=choices,
-        usage=usage(prompt_tokens, completion_tokens, cached),
+        usage=usage(prompt_tokens, completion_tokens, cached, visual_tokens),
         system_fingerprint=system_fingerprint(model),
         **extra,
     )
@@ -274,6 +281,7 @@ async def stream_events(
     want_logprobs: bool,
     prompt_tokens: int,
     tokenizer: Any,
+    visual_tokens: int | None = None,
 ) -> AsyncIterator[bytes]:
     """The chunks of a streamed completion: per choice a ``role`` chunk first (with the ``echo``
     text as its content, else ""), then content / tool-call deltas, the choice's last chunk carrying
@@ -297,7 +305,7 @@ async def stream_events(
             for event in _delta_events(d, mode, auto, buffered, called, writer, request, want_logprobs):
                 yield event
     if writer.include_usage:
-        yield writer.chunk([], usage(prompt_tokens, completion_tokens, cached))
+        yield writer.chunk([], usage(prompt_tokens, completion_tokens, cached, visual_tokens))
 
 
 def _delta_events(

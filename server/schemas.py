@@ -269,14 +269,10 @@ class NamedToolChoice(_Lenient):
     function: NamedFunction
 
 
-class ChatCompletionRequest(_Lenient):
-    """The body of ``POST /v1/chat/completions``: OpenAI's fields and vLLM's extensions (see
-    docs/api.md for every field and what it gets)."""
+class SamplingFields(_Lenient):
+    """The sampling fields ``/v1/chat/completions`` and ``/v1/completions`` share: OpenAI's, then
+    vLLM's extensions with vLLM's names and ranges (docs/api.md lists each)."""
 
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=16)
@@ -284,19 +280,12 @@ class ChatCompletionRequest(_Lenient):
     stop: list[str] | None = Field(None, max_length=4)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    tools: list[FunctionTool] | None = Field(None, min_length=1)
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
     user: str | None = None
-    safety_identifier: str | None = None
-    prompt_cache_key: str | None = None
-    # vLLM's extensions (vLLM's names and ranges)
+    # vLLM's extensions
     structured_outputs: StructuredOutputs | None = None
     top_k: int | None = Field(None, ge=-1)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
@@ -314,10 +303,7 @@ class ChatCompletionRequest(_Lenient):
     priority: int = Field(0, ge=-(2**63), le=2**63 - 1)
     request_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
     cache_salt: str | None = Field(None, min_length=1, max_length=1024)
-    include_reasoning: bool = True
     session_id: str | None = None
-    # ours
-    image_placement: Literal["interleaved", "front"] = "interleaved"
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -339,6 +325,35 @@ class ChatCompletionRequest(_Lenient):
                 if not key.isdigit():
                     raise ValueError(f"keys must be token ids (decimal strings), got {key!r}")
         return v
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def json_response_format(self) -> bool:
+        """True for ``response_format`` ``json_object`` / ``json_schema`` (``text`` is the default)."""
+        return self.response_format is not None and self.response_format.type != "text"
+
+
+class ChatCompletionRequest(SamplingFields):
+    """The body of ``POST /v1/chat/completions``: OpenAI's fields and vLLM's extensions (see
+    docs/api.md for every field and what it gets)."""
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[FunctionTool] | None = Field(None, min_length=1)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    include_reasoning: bool = True
+    # ours
+    image_placement: Literal["interleaved", "front"] = "interleaved"
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatCompletionRequest:
@@ -374,15 +389,6 @@ class ChatCompletionRequest(_Lenient):
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``, None when neither is given."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
-
-    @property
-    def json_response_format(self) -> bool:
-        """True for ``response_format`` ``json_object`` / ``json_schema`` (``text`` is the default)."""
-        return self.response_format is not None and self.response_format.type != "text"
 
     @property
     def effective_tool_choice(self) -> str | NamedToolChoice:

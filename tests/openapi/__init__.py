@@ -73,7 +73,24 @@ def validate_sse(body: str, *, completions: bool = False) -> list[dict[str, Any]
         obj = json.loads(raw)
         if "error" in obj:
             validate("ErrorResponse", obj)
+        elif completions:
+            validate("CreateCompletionResponse", _as_final_completion(obj))
         else:
-            validate("CreateCompletionResponse" if completions else "CreateChatCompletionStreamResponse", obj)
+            validate("CreateChatCompletionStreamResponse", obj)
         out.append(obj)
     return out
+
+
+def _as_final_completion(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A streamed ``text_completion`` chunk as the schema's object. OpenAI's spec says that streamed
+    and non-streamed completions share one shape (``CreateCompletionResponse``), but a chunk before a
+    choice's last has ``finish_reason: null`` and, with ``include_usage``, ``usage: null``, as
+    OpenAI's own API streams them; those two nulls (only) are accepted here, everything else is
+    validated unchanged."""
+    obj = copy.deepcopy(chunk)
+    for choice in obj.get("choices", []):
+        if choice.get("finish_reason", "missing") is None:
+            choice["finish_reason"] = "stop"
+    if "usage" in obj and obj["usage"] is None:
+        del obj["usage"]
+    return obj
