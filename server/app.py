@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.chat import ChatService
-from server.completions import router as completions_router
 from server.errors import APIError, format_loc, invalid_request
 from server.generation import InferenceEngine
 from server.lifecycle import AppState
@@ -28,16 +28,20 @@ from server.metrics import ServerMetrics, default_metrics
 from server.middleware import RequestContextMiddleware
 from server.playground import create_router as create_playground_router
 from server.prompt import PromptBuilder, PromptLimits
-from server.routes import router
+from server.routes import release_admission, router
 from server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from server.media import MediaLoaderProtocol
 
 logger = logging.getLogger(__name__)
 
 ModelLoader = Callable[[ServerSettings], tuple[InferenceEngine, PromptBuilder]]
 """Builds the engine and the prompt builder (runs in a worker thread; may block for a while)."""
 
-MediaLoaderFactory = Callable[[ServerSettings], object]
-"""Builds the media loader (``load_image`` / ``load_video`` / ``aclose``) inside the event loop."""
+MediaLoaderFactory = Callable[[ServerSettings, int], "MediaLoaderProtocol"]
+"""Builds the media loader from the settings and the model's image input side (pixels, 384), inside
+the event loop once the model is loaded: images and frames are resized to that side while decoding."""
 
 
 def resolve_model_path(settings: ServerSettings) -> Path:
@@ -65,8 +69,9 @@ def load_vllm_model(settings: ServerSettings) -> tuple[InferenceEngine, PromptBu
     return engine, builder
 
 
-def default_media_loader(settings: ServerSettings) -> object:
-    """The media engineer's :class:`server.media.MediaLoader` configured from the settings."""
+def default_media_loader(settings: ServerSettings, image_size: int) -> MediaLoaderProtocol:
+    """A :class:`server.media.MediaLoader` configured from the settings, resizing images and frames
+    to ``image_size`` x ``image_size`` (the model's input) while decoding."""
     from server.media import MediaLimits, MediaLoader
 
     limits = MediaLimits(
@@ -77,7 +82,7 @@ def default_media_loader(settings: ServerSettings) -> object:
         allowed_remote_hosts=tuple(settings.allowed_remote_hosts),
         max_frames=max(1, settings.max_frames_per_request),
     )
-    return MediaLoader(limits, max_workers=settings.media_workers)
+    return MediaLoader(limits, max_workers=settings.media_workers, resize_to=image_size)
 
 
 def prompt_limits(settings: ServerSettings) -> PromptLimits:
@@ -102,21 +107,22 @@ def create_app(
     Args:
         settings: the configuration.
         model_loader: starts the engine (default: vLLM with the adapter).
-        media_loader_factory: builds the media loader.
+        media_loader_factory: builds the media loader once the model is loaded.
         metrics: metrics to use (default: the process-wide ones in prometheus' default registry,
             where vLLM registers its own).
-        on_fatal: called if the engine cannot start (the CLI exits non-zero).
+        on_fatal: called if the engine cannot start or dies while serving (the CLI then exits
+            non-zero).
     """
     state = AppState(settings=settings, metrics=metrics or default_metrics())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        media_loader = media_loader_factory(settings)
-        state.media_loader = media_loader
-        load_task = asyncio.create_task(_load(state, model_loader, media_loader, on_fatal))
+        load_task = asyncio.create_task(_load(state, model_loader, media_loader_factory, on_fatal))
+        watchdog = asyncio.create_task(_watch_engine(state, load_task, on_fatal))
         try:
             yield
         finally:
+            watchdog.cancel()
             if state.phase != "failed":
                 state.phase = "stopped"
             if not load_task.done():
@@ -127,10 +133,9 @@ def create_app(
             if state.engine is not None:
                 logger.info("shutting down the engine")
                 await asyncio.to_thread(state.engine.shutdown)
-            aclose = getattr(media_loader, "aclose", None)
-            if aclose is not None:
+            if state.media_loader is not None:
                 with contextlib.suppress(Exception):
-                    await aclose()
+                    await state.media_loader.aclose()
 
     app = FastAPI(
         title="LLaVA-NeXT-Interleave server",
@@ -142,15 +147,14 @@ def create_app(
     )
     app.state.interleave = state
     app.include_router(router)
-    app.include_router(completions_router)  # /v1/completions, /tokenize, /detokenize
     if settings.playground:
         app.include_router(create_playground_router())
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         metrics=state.metrics,
-        on_chat_start=state.request_started,
-        on_chat_end=state.request_finished,
+        body_timeout_seconds=settings.body_read_timeout_seconds,
+        on_request_end=lambda scope: release_admission(state, scope),
     )
 
     @app.exception_handler(APIError)
@@ -176,10 +180,34 @@ def create_app(
     return app
 
 
+ENGINE_WATCH_INTERVAL_SECONDS = 0.5
+"""How often the engine's liveness is checked (a dead engine ends the process within about 1 s + drain)."""
+
+
+async def _watch_engine(
+    state: AppState, load_task: asyncio.Task, on_fatal: Callable[[BaseException], None] | None
+) -> None:
+    """Once the engine runs, check it every :data:`ENGINE_WATCH_INTERVAL_SECONDS`; when it has died
+    (its process was killed, or it raised), fail /health and /ready, refuse new requests with 503
+    ``engine_dead`` and call ``on_fatal`` so the process exits non-zero for its supervisor to restart.
+    In-flight requests get the engine's error from vLLM meanwhile."""
+    await asyncio.shield(load_task)
+    engine = state.engine
+    if engine is None:
+        return
+    while not engine.is_dead:
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL_SECONDS)
+    reason = "the engine core process died or raised an error"
+    logger.error("engine failure: %s; in-flight requests: %d; exiting", reason, state.in_flight)
+    state.engine_failed(reason)
+    if on_fatal is not None:
+        on_fatal(RuntimeError(reason))
+
+
 async def _load(
     state: AppState,
     model_loader: ModelLoader,
-    media_loader: object,
+    media_loader_factory: MediaLoaderFactory,
     on_fatal: Callable[[BaseException], None] | None,
 ) -> None:
     settings = state.settings
@@ -193,10 +221,10 @@ async def _load(
             on_fatal(exc)
         return
     state.engine = engine
-    if hasattr(media_loader, "resize_to"):
-        # Images and frames are resized to the model's input side while decoding (same pixels as
-        # the model's own preprocessing; bounds the memory a request holds).
-        media_loader.resize_to = builder.image_size
+    # Images and frames are resized to the model's input side while decoding (same pixels as the
+    # model's own preprocessing; bounds the memory a request holds).
+    media_loader = media_loader_factory(settings, builder.image_size)
+    state.media_loader = media_loader
     state.service = ChatService(
         engine,
         media_loader,

@@ -221,7 +221,7 @@ class ChatService:
         keyed = getattr(loader, "load_image_with_key", None)
         if keyed is not None:
             return await keyed(url)
-        return await loader.load_image(url), None  # type: ignore[attr-defined]
+        return await loader.load_image(url), None
 
     async def _load_one(self, media: MediaRequest) -> tuple[list[Image.Image], list[str | None]]:
         # server.media.MediaError is a ValueError with a user-facing message; catching ValueError

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.media import gradient_image, video_frames
+
 from .conftest import REPO, close_llm, make_llm
-from .media import gradient_image, video_frames
 
 pytestmark = pytest.mark.gpu
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .media import gradient_image, video_frames
+from harness.media import gradient_image, video_frames
 
 MAX_NEW_TOKENS = 16
 TOP_LOGPROBS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .media import gradient_image, video_frames
+from harness.media import gradient_image, video_frames
 
 IMAGES = [
     ("L", 1, 1),

@@ -6,8 +6,6 @@ vLLM's own ``LlavaForConditionalGeneration`` is image-only; with the plugin inst
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import socket
@@ -15,15 +13,11 @@ import subprocess
 import sys
 import time
 
-import av
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 import model_adapter
-
-from .media import gradient_image
+from harness.media import data_url, encode_video, gradient_image, png_bytes, video_frames, video_url
 
 NUM_FRAMES = 4
 
@@ -32,30 +26,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _data_url(data: bytes, media_type: str) -> str:
-    return f"data:{media_type};base64," + base64.b64encode(data).decode()
-
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _h264_clip(num_frames: int = 16, fps: int = 8, width: int = 96, height: int = 64) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(num_frames):
-            frame = np.asarray(gradient_image(width, height, 100 + i))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +79,11 @@ def test_two_images_and_a_video_through_stock_server(vllm_server, tiny_checkpoin
     client = OpenAI(base_url=vllm_server + "/v1", api_key="unused")
     content = [
         {"type": "text", "text": "Here is a photo:"},
-        {"type": "image_url", "image_url": {"url": _data_url(_png(gradient_image(64, 48, 1)), "image/png")}},
+        {"type": "image_url", "image_url": {"url": data_url(png_bytes(gradient_image(64, 48, 1)))}},
         {"type": "text", "text": "another one:"},
-        {"type": "image_url", "image_url": {"url": _data_url(_png(gradient_image(30, 90, 2)), "image/png")}},
+        {"type": "image_url", "image_url": {"url": data_url(png_bytes(gradient_image(30, 90, 2)))}},
         {"type": "text", "text": "and a clip:"},
-        {"type": "video_url", "video_url": {"url": _data_url(_h264_clip(), "video/mp4")}},
+        {"type": "video_url", "video_url": {"url": video_url(encode_video(16, 8, images=video_frames(16, 96, 64, seed=100)))}},
         {"type": "text", "text": "What do they have in common?"},
     ]
     response = client.chat.completions.create(

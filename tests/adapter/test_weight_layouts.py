@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
+from harness.media import gradient_image
 from model_adapter.weights import LAYOUTS, to_layout
-
-from .media import gradient_image
 
 PROMPT = "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n<|im_start|>assistant\n"
 IMAGE = gradient_image(120, 80, 11)

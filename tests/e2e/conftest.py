@@ -25,7 +25,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))  # e2e_media
 
 STARTUP_TIMEOUT_S = 600.0
 MAX_MODEL_LEN = 8192
@@ -202,9 +201,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def media_http_server():
     """A local HTTP server for remote-URL cases: /image.png (200), /missing (404), /slow (no answer in
     the server's 2 s fetch timeout). Reached as http://localhost:<port>/ (allowed host)."""
-    import e2e_media
+    from harness.media import png
 
-    _Handler.png = e2e_media.png(24, 24)
+    _Handler.png = png(24, 24)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

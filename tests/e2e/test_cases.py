@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+from fractions import Fraction
 
-import e2e_media
 import httpx
 import pytest
 from transformers import AutoTokenizer
+
+from harness import media
 
 TOKENS_PER_IMAGE = 729
 SYSTEM = "You are a helpful assistant."
@@ -78,12 +80,12 @@ def test_text_posing_as_png_is_400(client):
 
 
 def test_png_cut_after_ihdr_is_400(client):
-    bad(chat(client, [image_part(e2e_media.data_url(e2e_media.truncated_png()))]), param="messages[0].content[0]")
+    bad(chat(client, [image_part(media.data_url(media.truncated_png()))]), param="messages[0].content[0]")
     still_serving(client)
 
 
 def test_base64_without_padding_is_accepted(client, tokenizer):
-    r = chat(client, [{"type": "text", "text": "Look"}, image_part(e2e_media.unpadded_b64_url())])
+    r = chat(client, [{"type": "text", "text": "Look"}, image_part(media.unpadded_b64_url())])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Look") == 1
 
@@ -91,39 +93,39 @@ def test_base64_without_padding_is_accepted(client, tokenizer):
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param(lambda: e2e_media.png(1, 1, (128, 128, 128), mode="L"), id="1x1-gray"),
-        pytest.param(lambda: e2e_media.png(20, 300), id="20x300-strip"),
-        pytest.param(e2e_media.rgba_png, id="rgba"),
-        pytest.param(e2e_media.la_png, id="la"),
-        pytest.param(e2e_media.palette_png, id="palette"),
-        pytest.param(e2e_media.cmyk_jpeg, id="cmyk-jpeg"),
-        pytest.param(e2e_media.gray16_png, id="16-bit-gray"),
-        pytest.param(e2e_media.animated_gif, id="animated-gif-first-frame"),
+        pytest.param(lambda: media.png(1, 1, (128, 128, 128), mode="L"), id="1x1-gray"),
+        pytest.param(lambda: media.png(20, 300), id="20x300-strip"),
+        pytest.param(media.rgba_png, id="rgba"),
+        pytest.param(media.la_png, id="la"),
+        pytest.param(media.palette_png, id="palette"),
+        pytest.param(media.cmyk_jpeg, id="cmyk-jpeg"),
+        pytest.param(media.gray16_png, id="16-bit-gray"),
+        pytest.param(media.animated_gif, id="animated-gif-first-frame"),
     ],
 )
 def test_unusual_images_are_accepted_as_one_image(client, tokenizer, raw):
     data = raw()
     mime = "image/jpeg" if data[:2] == b"\xff\xd8" else "image/gif" if data[:3] == b"GIF" else "image/png"
-    r = chat(client, [{"type": "text", "text": "Look"}, image_part(e2e_media.data_url(data, mime))])
+    r = chat(client, [{"type": "text", "text": "Look"}, image_part(media.data_url(data, mime))])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Look") == 1  # an animated GIF is its first frame only
 
 
 def test_decompression_bomb_header_is_400(client):
-    err = bad(chat(client, [image_part(e2e_media.data_url(e2e_media.huge_header_png()))]), param="messages[0].content[0]")
+    err = bad(chat(client, [image_part(media.data_url(media.png_with_declared_size(50_000, 50_000)))]), param="messages[0].content[0]")
     assert "pixel" in err["message"].lower()
     still_serving(client)
 
 
 def test_more_images_than_the_limit_is_400(client):
     settings_limit = 16  # the default --max-images-per-request
-    parts = [image_part(e2e_media.png_url(8, 8))] * (settings_limit + 1)
+    parts = [image_part(media.png_url(8, 8))] * (settings_limit + 1)
     bad(chat(client, parts), param=f"messages[0].content[{settings_limit}]", contains=(f"at most {settings_limit}",))
     still_serving(client)
 
 
 def test_too_many_tokens_for_the_context_is_400_with_numbers(client):
-    parts = [image_part(e2e_media.png_url(8, 8))] * 12  # 12 x 729 = 8748 > 8192
+    parts = [image_part(media.png_url(8, 8))] * 12  # 12 x 729 = 8748 > 8192
     err = bad(chat(client, parts), contains=("8748", "8192", "visual tokens"))
     assert err["code"] == "context_length_exceeded"
     err = bad(chat(client, "hi", max_tokens=9000), param="max_tokens", contains=("9000", "8192"))
@@ -142,12 +144,12 @@ def test_private_addresses_and_files_are_refused(client, url):
 
 def test_file_below_allowed_dir_is_accepted(client, live_server, tokenizer):
     path = live_server.media_dir / "ok.png"
-    path.write_bytes(e2e_media.png(16, 16))
+    path.write_bytes(media.png(16, 16))
     r = chat(client, [{"type": "text", "text": "Look"}, image_part(path.as_uri())])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Look") == 1
     outside = live_server.media_dir.parent / "outside.png"
-    outside.write_bytes(e2e_media.png(16, 16))
+    outside.write_bytes(media.png(16, 16))
     bad(chat(client, [image_part(outside.as_uri())]), param="messages[0].content[0]")
 
 
@@ -180,45 +182,45 @@ def test_unreadable_videos_are_400(client, raw):
 
 
 def test_corrupted_middle_packets_sample_the_frames_that_decode(client, tokenizer):
-    clip = e2e_media.corrupted_middle(e2e_media.h264(frames=24, fps=8, gop=4))
-    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(e2e_media.video_url(clip), num_frames=8)])
+    clip = media.corrupted_middle(media.encode_video(24, 8, gop=4))
+    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(media.video_url(clip), num_frames=8)])
     assert r.status_code == 200, r.text
     assert 1 <= visual_items(tokenizer, r, "Watch") <= 8
 
 
 def test_variable_frame_rate_clip_gives_requested_frames(client, tokenizer):
-    clip = e2e_media.h264(frames=8, pts_ms=[0, 100, 150, 700, 800, 1500, 1600, 2000])
-    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(e2e_media.video_url(clip), num_frames=4)])
+    clip = media.encode_video(8, 4, pts=[0, 100, 150, 700, 800, 1500, 1600, 2000], time_base=Fraction(1, 1000))
+    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(media.video_url(clip), num_frames=4)])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Watch") == 4
 
 
 def test_overstated_frame_count_gives_requested_frames(client, tokenizer):
-    clip = e2e_media.overstated_frame_count(16)
-    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(e2e_media.video_url(clip), num_frames=4)])
+    clip = media.overstated_frame_count(16)
+    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(media.video_url(clip), num_frames=4)])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Watch") == 4
 
 
 def test_short_clip_gives_the_frames_it_has(client, tokenizer):
-    clip = e2e_media.h264(frames=2, fps=1)  # 2 s at 1 fps
-    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(e2e_media.video_url(clip), num_frames=16)])
+    clip = media.encode_video(2, 1)  # 2 s at 1 fps
+    r = chat(client, [{"type": "text", "text": "Watch"}, video_part(media.video_url(clip), num_frames=16)])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Watch") == 2
 
 
 @pytest.mark.parametrize(("frames", "param_suffix"), [(0, ".video_url.num_frames"), (-3, ".video_url.num_frames"), (33, ".video_url.num_frames")])
 def test_bad_num_frames_is_400(client, frames, param_suffix):
-    url = e2e_media.video_url(e2e_media.h264(frames=4, fps=4))
+    url = media.video_url(media.encode_video(4, 4))
     bad(chat(client, [{"type": "text", "text": "x"}, video_part(url, num_frames=frames)]), param="messages[0].content[1]" + param_suffix)
     still_serving(client)
 
 
 def test_image_video_scene_in_one_message_in_order(client, tokenizer):
     content = [
-        image_part(e2e_media.png_url(16, 16)),
-        video_part(e2e_media.video_url(e2e_media.h264(frames=4, fps=4)), num_frames=2),
-        {"type": "scene_views", "scene_views": {"urls": [e2e_media.png_url(8, 8), e2e_media.png_url(9, 9)]}},
+        image_part(media.png_url(16, 16)),
+        video_part(media.video_url(media.encode_video(4, 4)), num_frames=2),
+        {"type": "scene_views", "scene_views": {"urls": [media.png_url(8, 8), media.png_url(9, 9)]}},
     ]
     r = chat(client, content)
     assert r.status_code == 200, r.text

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import e2e_media
 import httpx
 import openai
 import pytest
 from transformers import AutoTokenizer
+
+from harness import media
 
 TOKENS_PER_IMAGE = 729
 NUM_FRAMES = 4
@@ -29,16 +30,16 @@ def tokenizer(live_server):
 @pytest.fixture(scope="module")
 def mixed_parts() -> list[dict]:
     """Text, two images, a video (8 frames at 4 fps, H.264 by PyAV) and a 3-view scene, in that order."""
-    clip = e2e_media.h264(frames=8, fps=4)
+    clip = media.encode_video(8, 4)
     return [
         {"type": "text", "text": "Compare these."},
-        {"type": "image_url", "image_url": {"url": e2e_media.png_url(32, 24, (220, 20, 20))}},
-        {"type": "image_url", "image_url": {"url": e2e_media.png_url(24, 32, (20, 20, 220))}},
-        {"type": "video_url", "video_url": {"url": e2e_media.video_url(clip), "num_frames": NUM_FRAMES}},
+        {"type": "image_url", "image_url": {"url": media.png_url(32, 24, (220, 20, 20))}},
+        {"type": "image_url", "image_url": {"url": media.png_url(24, 32, (20, 20, 220))}},
+        {"type": "video_url", "video_url": {"url": media.video_url(clip), "num_frames": NUM_FRAMES}},
         {
             "type": "scene_views",
             "scene_views": {
-                "urls": [e2e_media.png_url(16, 16, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]],
+                "urls": [media.png_url(16, 16, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]],
                 "labels": ["front", "left", "back"],
             },
         },
@@ -125,7 +126,7 @@ def _sse(client: httpx.Client, body: dict) -> list:
 def test_chunk_sequence_follows_design(client, model_name, include_usage):
     body = {
         "model": model_name,
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": e2e_media.png_url()}},
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": media.png_url()}},
                                                   {"type": "text", "text": "Describe."}]}],
         "max_tokens": 6,
         "temperature": 0,
@@ -180,7 +181,7 @@ def test_n_seed_stop_logprobs(oai, model_name):
 
 def test_default_system_prompt_and_multi_turn(oai, model_name, tokenizer):
     messages = [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": e2e_media.png_url()}}, {"type": "text", "text": "What is it?"}]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": media.png_url()}}, {"type": "text", "text": "What is it?"}]},
         {"role": "assistant", "content": "A square."},
         {"role": "user", "content": "And now?"},
     ]

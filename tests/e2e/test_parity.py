@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-import e2e_media
 import pytest
 import torch
 from PIL import Image
 
+from harness import media
 from server.prompt import PromptBuilder
 from server.schemas import parse_chat_request
 
@@ -58,14 +58,14 @@ def decode(raw: bytes) -> Image.Image:
 
 
 def test_greedy_matches_transformers_interleaved(client, hf):
-    red, blue = e2e_media.png(32, 24, (220, 20, 20)), e2e_media.png(24, 32, (20, 20, 220))
-    v1, v2 = e2e_media.png(16, 16, (0, 200, 0)), e2e_media.png(20, 12, (200, 200, 0))
+    red, blue = media.png(32, 24, (220, 20, 20)), media.png(24, 32, (20, 20, 220))
+    v1, v2 = media.png(16, 16, (0, 200, 0)), media.png(20, 12, (200, 200, 0))
     content = [
         {"type": "text", "text": "First"},
-        {"type": "image_url", "image_url": {"url": e2e_media.data_url(red)}},
+        {"type": "image_url", "image_url": {"url": media.data_url(red)}},
         {"type": "text", "text": "then"},
-        {"type": "image_url", "image_url": {"url": e2e_media.data_url(blue)}},
-        {"type": "scene_views", "scene_views": {"urls": [e2e_media.data_url(v1), e2e_media.data_url(v2)], "labels": ["cam0", "cam1"]}},
+        {"type": "image_url", "image_url": {"url": media.data_url(blue)}},
+        {"type": "scene_views", "scene_views": {"urls": [media.data_url(v1), media.data_url(v2)], "labels": ["cam0", "cam1"]}},
         {"type": "text", "text": "What differs?"},
     ]
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}], "max_tokens": MAX_TOKENS, "temperature": 0})
@@ -83,7 +83,7 @@ def test_greedy_matches_transformers_interleaved(client, hf):
 def test_front_placement_matches_chat_template(client, hf, live_server):
     model, processor, tok = hf
     template = json.loads((live_server.checkpoint / "chat_template.json").read_text())["chat_template"]
-    red, blue = e2e_media.png(32, 24, (220, 20, 20)), e2e_media.png(24, 32, (20, 20, 220))
+    red, blue = media.png(32, 24, (220, 20, 20)), media.png(24, 32, (20, 20, 220))
     hf_messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
         {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": "with"}, {"type": "image"}]},
@@ -93,9 +93,9 @@ def test_front_placement_matches_chat_template(client, hf, live_server):
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": [
             {"type": "text", "text": "Compare "},
-            {"type": "image_url", "image_url": {"url": e2e_media.data_url(red)}},
+            {"type": "image_url", "image_url": {"url": media.data_url(red)}},
             {"type": "text", "text": "with"},
-            {"type": "image_url", "image_url": {"url": e2e_media.data_url(blue)}},
+            {"type": "image_url", "image_url": {"url": media.data_url(blue)}},
         ]},
     ]
     # exact token ids, without the engine

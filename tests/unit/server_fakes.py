@@ -250,7 +250,7 @@ async def running_app(settings: ServerSettings | None = None, engine: FakeEngine
     app = create_app(
         settings,
         model_loader=loader or (lambda s: (engine, builder)),
-        media_loader_factory=lambda s: media,
+        media_loader_factory=lambda settings, image_size: media,
         metrics=metrics,
     )
     async with app.router.lifespan_context(app):

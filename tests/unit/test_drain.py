@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     settings = ServerSettings(port={port}, drain_timeout_seconds=20, log_level="warning")
     engine = FakeEngine(token_delay=0.05)
     serve(lambda on_fatal: create_app(settings, model_loader=lambda s: (engine, make_builder()),
-          media_loader_factory=lambda s: FakeMediaLoader(), metrics=ServerMetrics(CollectorRegistry()),
+          media_loader_factory=lambda s, image_size: FakeMediaLoader(), metrics=ServerMetrics(CollectorRegistry()),
           on_fatal=on_fatal), settings)
     """
 )

@@ -1,0 +1,192 @@
+"""Video sampling: frames spread uniformly over a clip's real duration, decoded GOP-aware (PyAV).
+
+`sample_video(bytes | path, num_frames=, fps=, limits=)` -> `VideoFrames`. The packets are demuxed
+once without decoding (`gop.probe_stream`: real frame times, key frames, end); `_plan` picks the frames;
+`gop.PickDecoder` decodes just those. Failures a user caused raise `MediaError` (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from server.media.base import MediaError, MediaLimits, check_size
+from server.media.gop import AV_ERRORS, PickDecoder, Probe, probe_stream
+
+__all__ = ["VideoFrames", "check_sampling", "sample_video"]
+
+# Demuxers FFmpeg may pick for user bytes. A whitelist keeps playlist / concat demuxers (which
+# open further URLs or files by themselves), text "video" demuxers (tty) and image sequences out.
+_VIDEO_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc,m4v,"
+    "mjpeg,ivf,nut,obu"
+)
+
+
+@dataclass
+class VideoFrames:
+    """Frames sampled from one video.
+
+    frames: (T, H, W, 3) uint8 RGB, in time order, display rotation applied.
+    timestamps: T presentation times in seconds from the first frame.
+    duration: seconds from the first frame to the end of the last one (from packet timestamps).
+    source_fps: average frame rate, source frames / duration (0.0 for a single frame).
+    frame_indices: T indices of the kept frames among all source frames in presentation order.
+    num_source_frames: frames the stream really holds (counted from its packets).
+    decoded_frames: frames the decoder produced to get these (a cost measure; seeks keep it low).
+    """
+
+    frames: np.ndarray
+    timestamps: list[float]
+    duration: float
+    source_fps: float = 0.0
+    frame_indices: list[int] = field(default_factory=list)
+    num_source_frames: int = 0
+    decoded_frames: int = 0
+
+
+def _open_container(source: bytes | str | Path) -> av.container.InputContainer:
+    options = {"format_whitelist": _VIDEO_FORMATS}
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        # Nested opens (playlists, references) get no protocol at all.
+        options["protocol_whitelist"] = "none"
+        return av.open(io.BytesIO(bytes(source)), mode="r", options=options)
+    options["protocol_whitelist"] = "file"
+    return av.open(str(source), mode="r", options=options)
+
+
+def _plan(probe: Probe, count: int) -> list[int]:
+    """Indices (into probe.times) of `count` distinct frames spread over the real duration.
+
+    Each pick is the frame shown at the centre of one of `count` equal segments of the span from the
+    first frame to the end of the last. When two centres fall on the same source frame (variable
+    frame rate: a frame shown for a long time), the later pick moves to the next frame, so a clip
+    with at least `count` frames always gives `count` distinct frames, in time order. A clip with
+    fewer frames gives each of its frames once.
+    """
+    n = len(probe.times)
+    if n <= count:
+        return list(range(n))
+    start = probe.times[0]
+    span = probe.end - start
+    shown = [
+        max(0, bisect.bisect_right(probe.times, start + (i + 0.5) * span / count) - 1)
+        for i in range(count)
+    ]
+    picks: list[int] = []
+    for i, k in enumerate(shown):
+        # strictly increasing, and leave room for the picks still to come
+        k = max(k, picks[-1] + 1) if picks else k
+        picks.append(min(k, n - count + i))
+    for i in range(count - 2, -1, -1):  # a pick pushed back by the room rule keeps order
+        picks[i] = min(picks[i], picks[i + 1] - 1)
+    return picks
+
+
+
+def check_sampling(num_frames: int, fps: float | None, limits: MediaLimits) -> None:
+    """Raise MediaError unless 1 <= num_frames <= limits.max_frames and fps is None or > 0."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int):
+        raise MediaError("num_frames must be an integer")
+    if num_frames <= 0 or num_frames > limits.max_frames:
+        raise MediaError(f"num_frames must be between 1 and {limits.max_frames}, got {num_frames}")
+    if fps is not None and (
+        isinstance(fps, bool) or not isinstance(fps, (int, float)) or not np.isfinite(fps) or fps <= 0
+    ):
+        raise MediaError(f"fps must be a positive number, got {fps}")
+
+
+def sample_video(
+    source: bytes | str | Path,
+    *,
+    num_frames: int = 16,
+    fps: float | None = None,
+    limits: MediaLimits = MediaLimits(),
+) -> VideoFrames:
+    """Sample frames from a video (bytes or a local path) uniformly over its real duration.
+
+    The duration and frame times come from the demuxed packets' timestamps (not the container's
+    frame count or duration fields), so variable frame rate and truncated files work. The span from
+    the first frame to the end of the last is cut into `num_frames` equal segments and the frame
+    shown at each segment's centre is taken; with `fps`, the count is floor(duration * fps), at
+    least 1 and at most `num_frames` and `limits.max_frames` (num_frames caps fps, as in vLLM),
+    still spread over the whole duration. A clip with fewer frames than segments gives each of its
+    frames once. Damaged packets are skipped. Frames get their display rotation (multiples of 90
+    degrees) applied.
+
+    Returns VideoFrames (frames (T, H, W, 3) uint8 RGB, timestamps in seconds).
+    Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frame decodes.
+    """
+    check_sampling(num_frames, fps, limits)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        check_size(source, "video", limits)
+    try:
+        container = _open_container(source)
+    except AV_ERRORS + (ValueError,):
+        raise MediaError("the data is not a video in a format we can read") from None
+    try:
+        if not container.streams.video:
+            raise MediaError("the file has no video stream")
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > limits.max_image_pixels:
+            raise MediaError(
+                f"the video frames are {width}x{height} pixels, more than the limit of "
+                f"{limits.max_image_pixels} pixels"
+            )
+        if stream.time_base is None:
+            raise MediaError("the video stream has no time base")
+        time_base = float(stream.time_base)
+        probe = probe_stream(container, stream)
+    except BaseException:
+        container.close()
+        raise
+    if not probe.times:
+        container.close()
+        raise MediaError("the video holds no frames")
+
+    duration = (probe.end - probe.times[0]) * time_base
+    count = num_frames
+    if fps is not None:
+        count = max(1, min(limits.max_frames, num_frames, int(np.floor(duration * fps + 1e-9))))
+    wanted = [probe.times[k] for k in _plan(probe, count)]
+
+    try:
+        # The probed container is reused: one seek back instead of opening the file again.
+        run = PickDecoder(probe, wanted, allow_seek=True, careful=False).run(container, fresh=False)
+        decoded = run.decoded
+        if run.overshot or len(run.actual) < len(wanted):
+            # Frames missing: once more, carefully. A damaged file (decode errors) without frame
+            # threads, which can drop the frames queued before an error; otherwise (a seek that
+            # overshot or found nothing) forward from the start without seeking.
+            damaged = bool(run.errors)
+            run = PickDecoder(
+                probe, wanted, allow_seek=damaged and not run.overshot, careful=damaged
+            ).run(_open_container(source), fresh=True)
+            decoded += run.decoded
+    except MediaError:
+        raise
+    except AV_ERRORS + (ValueError,) as exc:
+        raise MediaError(f"the video cannot be decoded ({exc})") from None
+    if run.frames is None or not run.actual:
+        raise MediaError("no frame of the video could be decoded")
+
+    actual = run.actual
+    kept = [w for w in wanted if w in actual]
+    frames = run.frames[: len(kept)] if len(kept) == len(run.frames) else run.frames[: len(kept)].copy()
+    start = probe.times[0]
+    n_source = len(probe.times)
+    return VideoFrames(
+        frames=frames,
+        timestamps=[(actual[w] - start) * time_base for w in kept],
+        duration=duration,
+        source_fps=(n_source / duration) if duration > 0 else 0.0,
+        frame_indices=[bisect.bisect_left(probe.times, actual[w]) for w in kept],
+        num_source_frames=n_source,
+        decoded_frames=decoded,
+    )
