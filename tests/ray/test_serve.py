@@ -1,0 +1,126 @@
+"""The app on Ray Serve: 2 replicas of the tiny model behind Ray Serve's HTTP proxy on a local cluster.
+
+- a bounded mixed load (text, images, a video, a scene; streaming and not) all succeeds, both replicas
+  serve part of it, and every greedy answer equals the plain ``interleave-serve``'s for that request;
+- killing one replica's actor process mid-load: requests that were not running on it succeed, Ray
+  starts a replacement, the deployment is back at 2 RUNNING replicas and the new one serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+import psutil
+from ray_app import APP, DEPLOY_TIMEOUT_S, DEPLOYMENT, NUM_REPLICAS, mixed_bodies
+
+from harness.load import Outcome, mixed_body, run_load, send_chat, summary
+from server.ray_serve import REPLICA_HEADER
+
+ROUNDS = 2
+CONCURRENCY = 4
+
+
+def test_readiness_through_the_proxy(cluster, deployed):
+    with httpx.Client(base_url=cluster.serve_url, timeout=30) as client:
+        assert client.get("/ready").status_code == 200
+        models = client.get("/v1/models").json()
+        assert models["data"][0]["id"] == "tiny-seed0"
+        assert client.get("/ready").headers[REPLICA_HEADER] in {r["replica_id"] for r in deployed}
+
+
+def test_mixed_load_on_two_replicas_matches_the_plain_server(cluster, deployed, reference, numbers):
+    bodies = mixed_bodies() * ROUNDS
+    t0 = time.perf_counter()
+    outcomes = asyncio.run(run_load(cluster.serve_url, bodies, concurrency=CONCURRENCY))
+    wall = time.perf_counter() - t0
+    failed = [o for o in outcomes if not o.ok]
+    assert not failed, f"failed through Ray Serve: {failed}"
+
+    per_kind = len(mixed_bodies())
+    wrong = [(o.index, o.text, reference[o.index % per_kind]) for o in outcomes if o.text != reference[o.index % per_kind]]
+    assert not wrong, f"answers differ from the plain interleave-serve (index, ray, plain): {wrong}"
+
+    served_by = {}
+    for o in outcomes:
+        served_by.setdefault(o.headers.get(REPLICA_HEADER), 0)
+        served_by[o.headers.get(REPLICA_HEADER)] += 1
+    assert set(served_by) == {r["replica_id"] for r in deployed}, served_by
+    numbers["mixed load"] = {
+        **summary(outcomes),
+        "concurrency": CONCURRENCY,
+        "wall_s": round(wall, 1),
+        "requests per replica": sorted(served_by.values()),
+    }
+
+
+def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, deployed, numbers):
+    victim = deployed[0]
+    survivor_ids = {r["replica_id"] for r in deployed[1:]}
+    children = psutil.Process(victim["pid"]).children(recursive=True)  # its engine core and worker
+    kill_at: list[float] = []
+
+    async def load() -> list[Outcome]:
+        url = cluster.serve_url + "/v1/chat/completions"
+        bodies = [mixed_body(k, max_tokens=24) for k in range(16)]
+        sem = asyncio.Semaphore(CONCURRENCY)
+        done = 0
+
+        async with httpx.AsyncClient(timeout=300) as client:
+
+            async def one(k: int) -> Outcome:
+                nonlocal done
+                async with sem:
+                    out = await send_chat(client, url, bodies[k], k)
+                done += 1
+                if done == 4 and not kill_at:  # mid-load: 4 answered, the rest running or waiting
+                    os.kill(victim["pid"], signal.SIGKILL)
+                    kill_at.append(time.perf_counter())
+                return out
+
+            return list(await asyncio.gather(*(one(k) for k in range(len(bodies)))))
+
+    outcomes = asyncio.run(load())
+    assert kill_at, "the replica was never killed"
+    t_kill = kill_at[0]
+    started_after = [o for o in outcomes if o.started > t_kill]
+    assert started_after, "no request started after the kill"
+    late_failures = [o for o in started_after if not o.ok]
+    assert not late_failures, f"requests sent after the kill failed: {late_failures}"
+    # the only failures allowed: requests running at the moment of the kill, not on the survivor
+    failures = [o for o in outcomes if not o.ok]
+    for o in failures:
+        assert o.started <= t_kill <= o.started + o.seconds, o
+        assert o.headers.get(REPLICA_HEADER) not in survivor_ids, o
+    survivor_served = [o for o in outcomes if o.headers.get(REPLICA_HEADER) in survivor_ids]
+    assert survivor_served and all(o.ok for o in survivor_served)
+
+    # Ray replaces the replica: back to 2 RUNNING replicas, the victim's id gone
+    t0 = time.perf_counter()
+    replicas = cluster.wait_running(APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]})
+    replaced_s = time.perf_counter() - t0
+    new_ids = {r["replica_id"] for r in replicas} - survivor_ids
+    assert len(new_ids) == 1, replicas
+
+    # the victim's engine processes went with it (no engine left behind by a killed replica)
+    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], children
+
+    # and the replacement serves: requests spread over both replicas again (bounded attempts)
+    seen: set[str] = set()
+    with httpx.Client(base_url=cluster.serve_url, timeout=120) as client:
+        for k in range(40):
+            r = client.post("/v1/chat/completions", json=mixed_body(k, max_tokens=2, stream=False))
+            assert r.status_code == 200, r.text
+            seen.add(r.headers[REPLICA_HEADER])
+            if new_ids <= seen:
+                break
+    assert new_ids <= seen, f"the replacement {new_ids} served none of 40 requests ({seen})"
+    numbers["kill one replica mid-load"] = {
+        **summary(outcomes),
+        "failed (running on the killed replica)": len(failures),
+        "started after the kill (all ok)": len(started_after),
+        "replacement RUNNING after (s)": round(replaced_s, 1),
+    }
