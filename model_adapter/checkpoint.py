@@ -249,10 +249,17 @@ def build_tokenizer_json(vocab_train: int = 1000, *, image_token: bool = True) -
 
 
 def _lmms_lab_tokenizer_files() -> dict[str, str]:
-    """The lmms-lab tokenizer: Qwen1.5's specials only, no ``<image>``, no chat template."""
+    """The lmms-lab tokenizer: Qwen1.5's specials only, no ``<image>``, no chat template.
+
+    ``tokenizer_class`` is the generic fast tokenizer, not ``Qwen2Tokenizer`` as published: for a
+    ``model_type`` it does not map itself, transformers 5 builds ``Qwen2Tokenizer`` with Qwen's own
+    pre-tokenizer (digits split one by one) instead of the one in our trained ``tokenizer.json``, and
+    the two layouts would then tokenize text differently. (The published tokenizer.json already has
+    Qwen's pre-tokenizer, so there the class makes no difference.)
+    """
     specials = ["<|im_start|>", "<|im_end|>"]
     tokenizer_config = {
-        "tokenizer_class": "Qwen2Tokenizer",
+        "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": 32768,
         "padding_side": "right",
         "bos_token": None,

@@ -59,7 +59,8 @@ the real 384/14 geometry with hidden 128, 3 layers, 2 heads of 64. Not a hub mod
 VISION_TOWERS: dict[str, dict[str, Any]] = {
     # google/siglip-so400m-patch14-384, config.json "vision_config" (SiglipVisionConfig defaults for
     # the fields it leaves out: hidden_act gelu_pytorch_tanh, layer_norm_eps 1e-6, 3 channels). The
-    # same numbers are in the llava-hf conversions' vision_config, which keep 26 of these 27 layers.
+    # same numbers are in the llava-hf conversions' vision_config, which keep 26 of these 27 layers;
+    # no pooling head (the reference replaces it by nn.Identity; llava-hf: vision_use_head false).
     SIGLIP_SO400M_PATCH14_384: {
         "hidden_size": 1152,
         "intermediate_size": 4304,
@@ -71,6 +72,7 @@ VISION_TOWERS: dict[str, dict[str, Any]] = {
         "hidden_act": "gelu_pytorch_tanh",
         "layer_norm_eps": 1e-6,
         "attention_dropout": 0.0,
+        "vision_use_head": False,
     },
     # Ours (model_adapter.checkpoint "tiny" plus the one unused last layer an lmms-lab tower has).
     TINY_SIGLIP_PATCH14_384: {
@@ -84,6 +86,7 @@ VISION_TOWERS: dict[str, dict[str, Any]] = {
         "hidden_act": "gelu_pytorch_tanh",
         "layer_norm_eps": 1e-6,
         "attention_dropout": 0.0,
+        "vision_use_head": False,
     },
 }
 """SigLIP geometry of every vision tower an lmms-lab checkpoint may name (``mm_vision_tower``).

@@ -65,8 +65,10 @@ from .weights import (
     canonical_key,
     check_complete,
     is_unused_tensor,
+    to_lmms_lab,
     vision_layer_index,
 )
+from .lmms_lab import MODEL_TYPE as LMMS_LAB_MODEL_TYPE
 
 IMAGE_PLACEHOLDER = "<image>"
 """Prompt placeholder of one image: the checkpoint's ``<image>`` special token (id 151646). lmms-lab
@@ -584,5 +586,10 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         # SigLIP's own loader drops the unused post_layernorm; Qwen2 handles tied embeddings.
         loader = AutoWeightsLoader(self)
         loaded = loader.load_weights(record(weights), mapper=self.hf_to_vllm_mapper)
-        check_complete(seen, (name for name, _ in self.named_parameters()))
+        lmms_lab = getattr(self.config, "model_type", None) == LMMS_LAB_MODEL_TYPE
+        check_complete(
+            seen,
+            (name for name, _ in self.named_parameters()),
+            name_in_checkpoint=to_lmms_lab if lmms_lab else None,
+        )
         return loaded

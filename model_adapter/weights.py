@@ -22,7 +22,7 @@ This module has no vLLM import: the key mapping is plain regular expressions, wr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 KEY_REWRITES: dict[str, str] = {
     # lmms-lab (LlavaQwenForCausalLM): the authors' own layout; first, before the rules below
@@ -78,12 +78,16 @@ class MissingWeightsError(ValueError):
     """A checkpoint lacks tensors the model needs; the message names the first one."""
 
 
-def check_complete(seen_keys: set[str], param_names: Iterable[str]) -> None:
+def check_complete(
+    seen_keys: set[str], param_names: Iterable[str], name_in_checkpoint: Callable[[str], str] | None = None
+) -> None:
     """Raise if a checkpoint did not provide every tensor of the model.
 
     Args:
         seen_keys: canonical keys the checkpoint provided.
         param_names: the model's parameter names.
+        name_in_checkpoint: how the error spells a canonical key (e.g. :func:`to_lmms_lab` for an
+            lmms-lab checkpoint); default: the canonical (published llava-hf) name.
 
     Raises:
         MissingWeightsError: naming the first missing tensor (sorted) and how many more are missing.
@@ -91,8 +95,14 @@ def check_complete(seen_keys: set[str], param_names: Iterable[str]) -> None:
     missing = sorted(expected_checkpoint_keys(param_names) - seen_keys)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        first = missing[0]
+        if name_in_checkpoint is not None:
+            try:
+                first = name_in_checkpoint(first)
+            except ValueError:  # no name in that layout: keep the canonical one
+                pass
         raise MissingWeightsError(
-            f"checkpoint is missing tensor {missing[0]!r}{more}; "
+            f"checkpoint is missing tensor {first!r}{more}; "
             "it is not a complete LLaVA-Interleave checkpoint"
         )
 
