@@ -46,9 +46,6 @@ DEPLOYMENT_NAME = "InterleaveServer"
 REPLICA_HEADER = "x-replica-id"
 """Response header naming the Ray Serve replica that served the request."""
 
-DEFAULT_MAX_ONGOING_REQUESTS = 64
-"""Requests Ray routes to one replica at once (Ray's own default, 5, would leave vLLM's continuous
-batching mostly idle); more wait in Ray's router, up to ``max_queued_requests``."""
 
 SHUTDOWN_MARGIN_SECONDS = 20.0
 """Seconds beyond ``drain_timeout_seconds`` that Ray grants a stopping replica before killing it:
@@ -115,17 +112,21 @@ def deployment_options(settings: ServerSettings, *, gpus: bool, num_cpus: float 
 
     Returns:
         Keyword arguments of ``serve.deployment`` / ``Deployment.options``: ``ray_actor_options``,
-        ``max_ongoing_requests``, ``graceful_shutdown_timeout_s`` and, for a replica whose engine
-        spans several GPUs through vLLM's Ray executor, ``placement_group_bundles`` (bundle 0 holds
-        the replica and the first worker, one ``{"GPU": 1}`` bundle per further worker) with the
-        ``PACK`` strategy (one node if possible, else several).
+        ``max_ongoing_requests`` (= ``max_concurrent_requests``), ``graceful_shutdown_timeout_s``
+        and, with vLLM's Ray executor (``distributed_executor_backend="ray"``),
+        ``placement_group_bundles`` (bundle 0 holds the replica and the first GPU worker, one
+        ``{"GPU": 1}`` bundle per further worker) with the ``PACK`` strategy (one node if the GPUs
+        fit there, else several).
 
     Raises:
-        ValueError: several devices per replica on CPUs (vLLM's Ray executor needs an accelerator).
+        ValueError: the Ray executor without GPUs (vLLM's Ray executor needs an accelerator).
     """
     devices = settings.tensor_parallel_size * settings.pipeline_parallel_size * settings.data_parallel_size
     options: dict[str, Any] = {
-        "max_ongoing_requests": DEFAULT_MAX_ONGOING_REQUESTS,
+        # Requests Ray routes to one replica at once: what the replica admits (Ray's own default, 5,
+        # would leave vLLM's continuous batching mostly idle); more wait in Ray's router, up to the
+        # deployment's max_queued_requests, instead of getting the replica's 503.
+        "max_ongoing_requests": settings.max_concurrent_requests,
         "graceful_shutdown_timeout_s": settings.drain_timeout_seconds + SHUTDOWN_MARGIN_SECONDS,
     }
     if settings.distributed_executor_backend == "ray":

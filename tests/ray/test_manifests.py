@@ -80,6 +80,8 @@ def test_serve_config_passes_rays_schema_and_our_settings(source):
     env = {k[len("INTERLEAVE_"):].lower(): v for k, v in app.runtime_env["env_vars"].items() if k.startswith("INTERLEAVE_")}
     assert set(env) <= set(ServerSettings.model_fields), env
     ServerSettings(**env)
+    # Ray routes at most what a replica admits (more would get the replica's 503 instead of waiting)
+    assert dep.max_ongoing_requests <= settings.max_concurrent_requests
     # Ray kills a stopping replica after graceful_shutdown_timeout_s: the drain and the engine
     # shutdown must fit
     drain = float(env.get("drain_timeout_seconds", settings.drain_timeout_seconds))
@@ -191,7 +193,7 @@ def test_the_import_path_builds_the_application():
     (dep,) = build_app(application, name="interleave").deployments
     assert dep.name == ray_serve.DEPLOYMENT_NAME
     assert dep.init_args == ({"max_model_len": "4096", "enforce_eager": "true"},)
-    assert dep.max_ongoing_requests == ray_serve.DEFAULT_MAX_ONGOING_REQUESTS
+    assert dep.max_ongoing_requests == ServerSettings().max_concurrent_requests
     import torch
 
     assert dep.ray_actor_options == {"num_cpus": 1.0, "num_gpus": 1.0 if torch.cuda.is_available() else 0.0}
