@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import shutil
 import signal
 import threading
 import time
@@ -54,6 +55,7 @@ DRAIN_TIMEOUT_S = 30.0
 MAX_TOKENS = 8
 STREAM_MAX_TOKENS = 32  # long enough that a stream is in flight when the signal comes
 CHAT = "/v1/chat/completions"
+LOG_DIR = Path(__file__).resolve().parents[2] / ".cache" / "deploy-lb"
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -189,10 +191,11 @@ def _wait_for_entries(log: Path, rids: list[str], timeout: float = 10.0) -> dict
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_checkpoint_path) -> Cluster:
+def cluster(tiny_checkpoint_path) -> Cluster:
     """nginx (the project's template) in front of two replicas on free loopback ports."""
     nginx_bin, envsubst = ensure_nginx()
-    root = tmp_path_factory.mktemp("lb")
+    root = LOG_DIR  # the logs of the last run stay there (not in pytest's short-lived tmp folders)
+    shutil.rmtree(root, ignore_errors=True)
     replicas = [Replica(name, free_port(), root) for name in ("replica-a", "replica-b")]
     nginx_port = free_port()
     rendered = render_template(
@@ -275,10 +278,10 @@ class LoadResult:
         return counts
 
 
-async def _run_load(cluster: Cluster, body, *, tag: str, total: int, concurrency: int, on_progress=None) -> LoadResult:
+async def _run_load(cluster: Cluster, body, *, tag: str, total: int, concurrency: int, during=None) -> LoadResult:
     """``total`` requests (``body(k)``) through nginx, ``concurrency`` at a time, each read to its end
-    by :func:`harness.load.send_chat`. ``on_progress`` (awaited after every finished request with the
-    result so far) may send a signal."""
+    by :func:`harness.load.send_chat`. ``during(result)`` runs beside the load (it may send a signal
+    when the load is under way); the load waits for it to finish."""
     result = LoadResult()
     counter = iter(range(total))
     url = cluster.url + CHAT
@@ -293,10 +296,9 @@ async def _run_load(cluster: Cluster, body, *, tag: str, total: int, concurrency
                 start = time.perf_counter()
                 outcome = await send_chat(client, url, body(k), k)
                 result.sent.append(Sent(rid, outcome, start, time.perf_counter()))
-                if on_progress is not None:
-                    await on_progress(result)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        tasks = [worker() for _ in range(concurrency)] + ([during(result)] if during is not None else [])
+        await asyncio.gather(*tasks)
     result.attach(cluster.access_log)
     return result
 
@@ -343,11 +345,13 @@ def _describe(sent: list[Sent]) -> str:
     )
 
 
-async def _wait_busy(replica: Replica, deadline_s: float = 30.0) -> None:
-    """Until ``replica`` has a request in flight (its own gauge)."""
-    deadline = time.monotonic() + deadline_s
-    while await _in_flight(replica) < 1:
-        assert time.monotonic() < deadline, f"{replica.name} never had a request in flight"
+async def _when_busy(result: LoadResult, replica: Replica, total: int, after: int = 4) -> None:
+    """Return once ``after`` requests of the load finished and ``replica`` has a request in flight
+    (its own gauge, polled every 20 ms)."""
+    while True:
+        assert len(result.sent) < total, f"{replica.name} had no request in flight during the load"
+        if len(result.sent) >= after and await _in_flight(replica) >= 1:
+            return
         await asyncio.sleep(0.02)
 
 
@@ -378,14 +382,13 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
     killed_at: list[float] = []
 
     async def kill_when_busy(result: LoadResult) -> None:
-        if killed_at or len(result.sent) < 4:
-            return
-        await _wait_busy(victim)
+        await _when_busy(result, victim, total)
         killed_at.append(time.perf_counter())
         victim.server.signal_group(signal.SIGKILL)  # the server and its engine processes
 
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, mostly_streams=True)
-    result = asyncio.run(_run_load(cluster, body, tag="kill", total=24, concurrency=4, on_progress=kill_when_busy))
+    total = 24
+    result = asyncio.run(_run_load(cluster, body, tag="kill", total=total, concurrency=4, during=kill_when_busy))
     assert killed_at, "the load ended before the kill"
     victim.server.process.wait(timeout=30)
     t_kill = killed_at[0]
@@ -423,9 +426,7 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         exited["at"], exited["code"] = time.perf_counter(), code
 
     async def term_when_busy(result: LoadResult) -> None:
-        if signalled_at or len(result.sent) < 4:
-            return
-        await _wait_busy(victim)
+        await _when_busy(result, victim, total)
         signalled_at.append(time.perf_counter())
         victim.server.signal_group(signal.SIGTERM)  # the whole group, as systemd or Ctrl-C does
         threading.Thread(target=wait_exit, daemon=True).start()
@@ -442,7 +443,8 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         draining_at.append(time.perf_counter())
 
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, mostly_streams=True)
-    result = asyncio.run(_run_load(cluster, body, tag="term", total=28, concurrency=4, on_progress=term_when_busy))
+    total = 28
+    result = asyncio.run(_run_load(cluster, body, tag="term", total=total, concurrency=4, during=term_when_busy))
     assert signalled_at and draining_at, "the load ended before the signal"
     t_term = signalled_at[0]
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + 90
