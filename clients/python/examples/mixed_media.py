@@ -19,7 +19,7 @@ def main() -> None:
                 messages=[
                     user(
                         "Compare this picture", image(media["image"]),
-                        "with this clip", video(media["video"], num_frames=8),
+                        "with this clip", video(media["video"], num_frames=4),
                         "and this room", scene(media["scene"], labels=["front", "left", "back"]),
                         "What changed?",
                     )
@@ -29,7 +29,7 @@ def main() -> None:
                 seed=0,
             )
             print(reply.choices[0].message.content)
-            # 1 image + 8 frames + 3 views = 12 images of 729 visual tokens each, plus the text
+            # 1 image + 4 frames + 3 views = 8 images of 729 visual tokens each, plus the text
             print(f"prompt tokens: {reply.usage.prompt_tokens}, completion tokens: {reply.usage.completion_tokens}")
 
             # Streamed token by token; visual parts before the text, as the HF chat template puts them.
