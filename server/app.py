@@ -71,8 +71,10 @@ def load_vllm_model(settings: ServerSettings) -> tuple[InferenceEngine, PromptBu
 
 def default_media_loader(settings: ServerSettings, image_size: int) -> MediaLoaderProtocol:
     """A :class:`server.media.MediaLoader` configured from the settings, resizing images and frames
-    to ``image_size`` x ``image_size`` (the model's input) while decoding."""
+    to ``image_size`` x ``image_size`` (the model's input) while decoding, with a decoded-media
+    cache of ``--media-cache-gib``."""
     from server.media import MediaLimits, MediaLoader
+    from server.media.cache import MediaCache
 
     limits = MediaLimits(
         max_media_bytes=settings.max_media_bytes,
@@ -82,7 +84,12 @@ def default_media_loader(settings: ServerSettings, image_size: int) -> MediaLoad
         allowed_remote_hosts=tuple(settings.allowed_remote_hosts),
         max_frames=max(1, settings.max_frames_per_request),
     )
-    return MediaLoader(limits, max_workers=settings.media_workers, resize_to=image_size)
+    return MediaLoader(
+        limits,
+        max_workers=settings.media_workers,
+        resize_to=image_size,
+        cache=MediaCache(int(settings.media_cache_gib * 2**30)),
+    )
 
 
 def prompt_limits(settings: ServerSettings) -> PromptLimits:
@@ -225,6 +232,9 @@ async def _load(
     # model's own preprocessing; bounds the memory a request holds).
     media_loader = media_loader_factory(settings, builder.image_size)
     state.media_loader = media_loader
+    cache = getattr(media_loader, "cache", None)
+    if cache is not None:  # the decoded-media cache counts into /metrics
+        cache.metrics = state.metrics
     state.service = ChatService(
         engine,
         media_loader,

@@ -82,6 +82,30 @@ class ServerMetrics:
             buckets=_DECODE_BUCKETS,
             registry=registry,
         )
+        self.media_cache_hits = Counter(
+            f"{p}_media_cache_hits",
+            "Decoded-media cache lookups served without decoding (incl. waits for a running decode), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.media_cache_misses = Counter(
+            f"{p}_media_cache_misses", "Decoded-media cache lookups that decoded the item, by kind.", ["kind"],
+            registry=registry,
+        )
+        self.media_cache_evictions = Counter(
+            f"{p}_media_cache_evictions", "Decoded-media cache entries evicted (LRU), by kind.", ["kind"],
+            registry=registry,
+        )
+        self.media_cache_bytes = Gauge(
+            f"{p}_media_cache_bytes", "Bytes held by the decoded-media cache (accounted).", registry=registry
+        )
+        self.media_cache_entries = Gauge(
+            f"{p}_media_cache_entries", "Entries in the decoded-media cache.", registry=registry
+        )
+        self.media_cache_capacity_bytes = Gauge(
+            f"{p}_media_cache_capacity_bytes", "Bound of the decoded-media cache (--media-cache-gib).",
+            registry=registry,
+        )
         self.in_flight = Gauge(
             f"{p}_requests_in_flight",
             "Generation requests admitted and not finished (preprocessing, in the engine, or streaming).",

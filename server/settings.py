@@ -146,7 +146,19 @@ class ServerSettings(BaseSettings):
         description="Comma-separated hosts that http(s) media URLs may name even if they resolve to "
         "private / loopback addresses (public hosts are always allowed).",
     )
-    media_workers: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+    media_workers: int = Field(
+        2,
+        ge=1,
+        description="Threads that decode media off the event loop (a video's GOPs decode on several "
+        "of them at once, beside the request's images).",
+    )
+    media_cache_gib: float = Field(
+        1.0,
+        ge=0,
+        description="Cache of decoded, resized images and video frames in GiB, keyed by a hash of the "
+        "media bytes and the sampling parameters (LRU; 0 disables): a chat that resends its media every "
+        "turn decodes them once. 1 GiB holds about 145 videos of 16 frames.",
+    )
 
     # --- playground ------------------------------------------------------------------------------
     playground: bool = Field(

@@ -1,5 +1,7 @@
-"""GOP-aware decoding of picked video frames (PyAV): the demux probe and the pick decoder.
+"""GOP-aware decoding of picked video frames (PyAV): the checked stream, the demux probe, the pick decoder.
 
+`video_stream(container, max_pixels)` is the first video stream, checked (a decodable codec, a frame
+size, a time base), so a malformed container is a MediaError before anything reads it;
 `probe_stream(container, stream)` demuxes every packet once without decoding (real frame times, key
 frames, end); `PickDecoder` then decodes just the frames the sampler picked, forward within a GOP
 and seeking across GOPs. Used by `server.media.video.sample_video`.
@@ -13,8 +15,41 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from server.media.base import MediaError
+
 AV_ERRORS = (av.FFmpegError, OSError, EOFError)
 """What PyAV raises for damaged or unreadable data."""
+
+
+def video_stream(container: av.container.InputContainer, max_pixels: int) -> tuple[av.VideoStream, float]:
+    """The first video stream of `container` and its time base (seconds per pts tick), checked.
+
+    A damaged header can leave PyAV with a stream that has no codec context (an unknown or
+    corrupt codec id or codec parameters), a frame size of 0 or a time base of 0: each is a
+    MediaError naming what is wrong, not an AttributeError or a division by zero later.
+
+    Raises MediaError: no video stream, no decoder for it, more than `max_pixels` per frame
+        (width x height from the header), no usable time base.
+    """
+    try:
+        streams = container.streams.video
+        stream = streams[0] if streams else None
+        codec = stream.codec_context if stream is not None else None
+        time_base = stream.time_base if stream is not None else None
+    except (ArithmeticError, ValueError, *AV_ERRORS):  # e.g. a time base with denominator 0
+        raise MediaError("the video stream's header is damaged") from None
+    if stream is None:
+        raise MediaError("the file has no video stream")
+    if codec is None:
+        raise MediaError("the video stream's codec is unknown or its parameters are damaged")
+    width, height = codec.width, codec.height
+    if width * height > max_pixels:
+        raise MediaError(
+            f"the video frames are {width}x{height} pixels, more than the limit of {max_pixels} pixels"
+        )
+    if time_base is None or time_base <= 0:
+        raise MediaError("the video stream has no time base")
+    return stream, float(time_base)
 
 
 @dataclass

@@ -3,6 +3,9 @@
 `sample_video(bytes | path, num_frames=, fps=, limits=)` -> `VideoFrames`. The packets are demuxed
 once without decoding (`gop.probe_stream`: real frame times, key frames, end); `_plan` picks the frames;
 `gop.PickDecoder` decodes just those. Failures a user caused raise `MediaError` (HTTP 400).
+
+`plan_video` (the checks, probe and picks without decoding) and `VideoPlan` are what the threaded
+sampler (`server.media.threaded`) builds on.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import av
 import numpy as np
 
 from server.media.base import MediaError, MediaLimits, check_size
-from server.media.gop import AV_ERRORS, PickDecoder, Probe, probe_stream
+from server.media.gop import AV_ERRORS, PickDecoder, Probe, probe_stream, video_stream
 
-__all__ = ["VideoFrames", "check_sampling", "sample_video"]
+__all__ = ["VideoFrames", "VideoPlan", "check_sampling", "plan_video", "sample_video"]
 
 # Demuxers FFmpeg may pick for user bytes. A whitelist keeps playlist / concat demuxers (which
 # open further URLs or files by themselves), text "video" demuxers (tty) and image sequences out.
@@ -39,6 +42,8 @@ class VideoFrames:
     frame_indices: T indices of the kept frames among all source frames in presentation order.
     num_source_frames: frames the stream really holds (counted from its packets).
     decoded_frames: frames the decoder produced to get these (a cost measure; seeks keep it low).
+    frame_keys: None, or T content keys (one per frame, `server.media.cache.frame_key`) set by
+        the loader: what the engine gets as the frames' `multi_modal_uuids`.
     """
 
     frames: np.ndarray
@@ -48,6 +53,23 @@ class VideoFrames:
     frame_indices: list[int] = field(default_factory=list)
     num_source_frames: int = 0
     decoded_frames: int = 0
+    frame_keys: list[str] | None = None
+
+
+@dataclass
+class VideoPlan:
+    """A probed video and the frames picked from it: what the pick decoders need.
+
+    source: the bytes or path. probe: its demuxed frame times and key frames. wanted: the pts of
+    the picked frames, sorted (stream time base). time_base: seconds per pts tick. duration:
+    seconds from the first frame to the end of the last.
+    """
+
+    source: bytes | str | Path
+    probe: Probe
+    wanted: list[int]
+    time_base: float
+    duration: float
 
 
 def _open_container(source: bytes | str | Path) -> av.container.InputContainer:
@@ -101,6 +123,76 @@ def check_sampling(num_frames: int, fps: float | None, limits: MediaLimits) -> N
         raise MediaError(f"fps must be a positive number, got {fps}")
 
 
+def _open_and_plan(
+    source: bytes | str | Path, num_frames: int, fps: float | None, limits: MediaLimits
+) -> tuple[VideoPlan, av.container.InputContainer]:
+    """Check, open and probe `source` and pick its frames; the container stays open (probed to
+    the end) for the caller, who closes it. Raises MediaError as `sample_video`."""
+    check_sampling(num_frames, fps, limits)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        check_size(source, "video", limits)
+    try:
+        container = _open_container(source)
+    except AV_ERRORS + (ValueError,):
+        raise MediaError("the data is not a video in a format we can read") from None
+    try:
+        stream, time_base = video_stream(container, limits.max_image_pixels)
+        probe = probe_stream(container, stream)
+    except BaseException:
+        container.close()
+        raise
+    if not probe.times:
+        container.close()
+        raise MediaError("the video holds no frames")
+
+    duration = (probe.end - probe.times[0]) * time_base
+    count = num_frames
+    if fps is not None:
+        count = max(1, min(limits.max_frames, num_frames, int(np.floor(duration * fps + 1e-9))))
+    wanted = [probe.times[k] for k in _plan(probe, count)]
+
+    return VideoPlan(source, probe, wanted, time_base, duration), container
+
+
+def plan_video(
+    source: bytes | str | Path,
+    *,
+    num_frames: int = 16,
+    fps: float | None = None,
+    limits: MediaLimits = MediaLimits(),
+) -> VideoPlan:
+    """The frames `sample_video` would pick (checks, demux probe, picks; nothing decoded).
+
+    Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frames.
+    """
+    plan, container = _open_and_plan(source, num_frames, fps, limits)
+    container.close()
+    return plan
+
+
+def _frames_of(
+    plan: VideoPlan, frames: np.ndarray | None, actual: dict[int, int], decoded: int
+) -> VideoFrames:
+    """`VideoFrames` of the decoded `frames` (rows = the wanted pts found in `actual`, in order).
+    Raises MediaError when nothing decoded."""
+    if frames is None or not actual:
+        raise MediaError("no frame of the video could be decoded")
+    probe, time_base = plan.probe, plan.time_base
+    kept = [w for w in plan.wanted if w in actual]
+    frames = frames[: len(kept)] if len(kept) == len(frames) else frames[: len(kept)].copy()
+    start = probe.times[0]
+    n_source = len(probe.times)
+    return VideoFrames(
+        frames=frames,
+        timestamps=[(actual[w] - start) * time_base for w in kept],
+        duration=plan.duration,
+        source_fps=(n_source / plan.duration) if plan.duration > 0 else 0.0,
+        frame_indices=[bisect.bisect_left(probe.times, actual[w]) for w in kept],
+        num_source_frames=n_source,
+        decoded_frames=decoded,
+    )
+
+
 def sample_video(
     source: bytes | str | Path,
     *,
@@ -122,43 +214,11 @@ def sample_video(
     Returns VideoFrames (frames (T, H, W, 3) uint8 RGB, timestamps in seconds).
     Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frame decodes.
     """
-    check_sampling(num_frames, fps, limits)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        check_size(source, "video", limits)
-    try:
-        container = _open_container(source)
-    except AV_ERRORS + (ValueError,):
-        raise MediaError("the data is not a video in a format we can read") from None
-    try:
-        if not container.streams.video:
-            raise MediaError("the file has no video stream")
-        stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width * height > limits.max_image_pixels:
-            raise MediaError(
-                f"the video frames are {width}x{height} pixels, more than the limit of "
-                f"{limits.max_image_pixels} pixels"
-            )
-        if stream.time_base is None:
-            raise MediaError("the video stream has no time base")
-        time_base = float(stream.time_base)
-        probe = probe_stream(container, stream)
-    except BaseException:
-        container.close()
-        raise
-    if not probe.times:
-        container.close()
-        raise MediaError("the video holds no frames")
-
-    duration = (probe.end - probe.times[0]) * time_base
-    count = num_frames
-    if fps is not None:
-        count = max(1, min(limits.max_frames, num_frames, int(np.floor(duration * fps + 1e-9))))
-    wanted = [probe.times[k] for k in _plan(probe, count)]
-
+    plan, container = _open_and_plan(source, num_frames, fps, limits)
+    wanted = plan.wanted
     try:
         # The probed container is reused: one seek back instead of opening the file again.
-        run = PickDecoder(probe, wanted, allow_seek=True, careful=False).run(container, fresh=False)
+        run = PickDecoder(plan.probe, wanted, allow_seek=True, careful=False).run(container, fresh=False)
         decoded = run.decoded
         if run.overshot or len(run.actual) < len(wanted):
             # Frames missing: once more, carefully. A damaged file (decode errors) without frame
@@ -166,7 +226,7 @@ def sample_video(
             # overshot or found nothing) forward from the start without seeking.
             damaged = bool(run.errors)
             run = PickDecoder(
-                probe, wanted, allow_seek=damaged and not run.overshot, careful=damaged
+                plan.probe, wanted, allow_seek=damaged and not run.overshot, careful=damaged
             ).run(_open_container(source), fresh=True)
             decoded += run.decoded
     except MediaError:
@@ -176,17 +236,4 @@ def sample_video(
     if run.frames is None or not run.actual:
         raise MediaError("no frame of the video could be decoded")
 
-    actual = run.actual
-    kept = [w for w in wanted if w in actual]
-    frames = run.frames[: len(kept)] if len(kept) == len(run.frames) else run.frames[: len(kept)].copy()
-    start = probe.times[0]
-    n_source = len(probe.times)
-    return VideoFrames(
-        frames=frames,
-        timestamps=[(actual[w] - start) * time_base for w in kept],
-        duration=duration,
-        source_fps=(n_source / duration) if duration > 0 else 0.0,
-        frame_indices=[bisect.bisect_left(probe.times, actual[w]) for w in kept],
-        num_source_frames=n_source,
-        decoded_frames=decoded,
-    )
+    return _frames_of(plan, run.frames, run.actual, decoded)
