@@ -7,23 +7,24 @@ import asyncio
 
 from example_media import make_media
 
-from llava_interleave_client import AsyncClient, image, scene, user, video
+from llava_interleave_client import AsyncClient, ContentPart, image, scene, user, video
 
 
 async def main() -> None:
     media = make_media()
-    questions = [
-        user("What colour is this?", image(media["image"])),
-        user("What moves in this clip?", video(media["video"], fps=2)),
-        user("Describe the room.", scene(media["scene"], labels=["front", "left", "back"])),
-    ]
+    questions: dict[str, ContentPart] = {
+        "What colour is this?": image(media["image"]),
+        "What moves in this clip?": video(media["video"], fps=2),
+        "Describe the room.": scene(media["scene"], labels=["front", "left", "back"]),
+    }
     async with AsyncClient(max_retries=3) as client:
         model = (await client.models.list()).data[0].id
-        replies = await asyncio.gather(
-            *(client.chat.completions.create(model=model, messages=[q], max_tokens=32, temperature=0) for q in questions)
-        )
-        for q, r in zip(questions, replies):
-            print(f"{q['content'][0]['text']} -> {r.choices[0].message.content!r} ({r.usage.prompt_tokens} prompt tokens)")
+        replies = await asyncio.gather(*(
+            client.chat.completions.create(model=model, messages=[user(q, part)], max_tokens=32, temperature=0)
+            for q, part in questions.items()
+        ))
+        for q, r in zip(questions, replies, strict=True):
+            print(f"{q} -> {r.choices[0].message.content!r} ({r.usage and r.usage.prompt_tokens} prompt tokens)")
 
         stream = await client.chat.completions.create(
             model=model, messages=[user("Compare", image(media["image"]), image(media["image2"]))],

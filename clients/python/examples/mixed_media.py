@@ -30,7 +30,8 @@ def main() -> None:
             )
             print(reply.choices[0].message.content)
             # 1 image + 4 frames + 3 views = 8 images of 729 visual tokens each, plus the text
-            print(f"prompt tokens: {reply.usage.prompt_tokens}, completion tokens: {reply.usage.completion_tokens}")
+            if reply.usage:
+                print(f"prompt tokens: {reply.usage.prompt_tokens}, completion: {reply.usage.completion_tokens}")
 
             # Streamed token by token; visual parts before the text, as the HF chat template puts them.
             with client.chat.completions.create(
@@ -42,7 +43,7 @@ def main() -> None:
                         print(chunk.choices[0].delta.content, end="", flush=True)
             print()
         except APIError as exc:  # an HTTP error, an error event in the stream, a stream cut before [DONE]
-            raise SystemExit(f"request failed: {exc}")
+            raise SystemExit(f"request failed: {exc}") from exc
 
 
 if __name__ == "__main__":

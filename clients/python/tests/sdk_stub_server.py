@@ -108,9 +108,9 @@ class StubServer:
 
             def _record(self) -> int:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
-                    server.arrivals.append(Arrival(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                   json.loads(raw) if raw else None))
+                    server.arrivals.append(Arrival(self.command, self.path, headers, json.loads(raw) if raw else None))
                     return len(server.chat_arrivals)
 
             def do_GET(self) -> None:

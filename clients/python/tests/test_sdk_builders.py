@@ -13,7 +13,8 @@ pytestmark = pytest.mark.unit
 
 def test_issue_example_keeps_the_order_given(images, videos):
     a, clip, v1, v2 = images["png"], videos["mp4"], images["jpeg"], images["webp"]
-    msg = user("Compare", image(a), video(clip, num_frames=8), scene([v1, v2], labels=["front", "back"]), "what changed?")
+    msg = user("Compare", image(a), video(clip, num_frames=8), scene([v1, v2], labels=["front", "back"]),
+               "what changed?")
     assert msg["role"] == "user"
     content = msg["content"]
     assert [p["type"] for p in content] == ["text", "image_url", "video_url", "scene_views", "text"]

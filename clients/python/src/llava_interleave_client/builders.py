@@ -115,7 +115,9 @@ def _scene_folder(folder: Path) -> List[Path]:
     return sorted(files, key=_natural_key)
 
 
-def scene(views: Union[str, "os.PathLike[str]", Sequence[ImageSource]], labels: Sequence[str] | None = None) -> ScenePart:
+def scene(
+    views: Union[str, "os.PathLike[str]", Sequence[ImageSource]], labels: Sequence[str] | None = None
+) -> ScenePart:
     """A 3D scene part: several views of one scene, in order, each view one image (729 tokens).
 
     Args:
