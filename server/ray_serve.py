@@ -60,7 +60,11 @@ config, or ``serve start --http-host/--http-port``)."""
 
 
 class ReplicaHeaderMiddleware:
-    """Pure ASGI middleware adding ``x-replica-id: <replica id>`` to every HTTP response (streams too)."""
+    """Pure ASGI middleware adding ``x-replica-id: <replica id>`` to every HTTP response (streams too).
+
+    It also drops the app's own ``x-request-id`` response header: Ray Serve's proxy always adds the
+    request id it forwarded to the replica (the one the app used), and two copies would reach the client.
+    """
 
     def __init__(self, app: Any, replica_id: str) -> None:
         self.app = app
@@ -73,7 +77,8 @@ class ReplicaHeaderMiddleware:
 
         async def send_with_header(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), self._header]}
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, self._header]}
             await send(message)
 
         await self.app(scope, receive, send_with_header)

@@ -69,12 +69,13 @@ def reference(tiny_checkpoint_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cluster(reference):
+def cluster(reference, tmp_path_factory):
     """A local Ray cluster (loopback, 3 logical CPUs), stopped after the last test of the session."""
     from ray_cluster import start_head
 
     c = start_head(NUM_CPUS)
     _CLUSTER["c"] = c
+    _CLUSTER["logs"] = tmp_path_factory.mktemp("ray-serve-logs")
     NUMBERS["ray cluster start (s)"] = round(c.start_seconds, 1)
     yield c
     _stop_cluster()
@@ -85,7 +86,8 @@ def _stop_cluster() -> None:
     c = _CLUSTER.pop("c", None)
     if c is None:
         return
-    left = c.stop()
+    left = c.stop(keep_logs=_CLUSTER.get("logs"))
+    NUMBERS["Ray Serve logs kept in"] = str(_CLUSTER.get("logs"))
     NUMBERS["processes left after ray stop --force"] = len(left)
     assert not left, f"processes of the Ray cluster left after ray stop --force: {left}"
 

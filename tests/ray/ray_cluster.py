@@ -157,9 +157,9 @@ class RayCluster:
             out.append(f"==> {path.name} <==\n" + "\n".join(lines))
         return "\n".join(out) or "(no logs)"
 
-    def stop(self) -> list[psutil.Process]:
+    def stop(self, keep_logs: Path | None = None) -> list[psutil.Process]:
         """``ray stop --force``; returns the processes of the cluster still running after it (killed
-        then with SIGKILL); removes the temp dir."""
+        then with SIGKILL); copies the Serve logs to ``keep_logs``; removes the temp dir."""
         self.processes()
         self.cli("ray", "stop", "--force", timeout=120, check=False)
         deadline = time.monotonic() + 30
@@ -173,6 +173,9 @@ class RayCluster:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(left, timeout=20)
+        serve_logs = self.temp_dir / "session_latest" / "logs" / "serve"
+        if keep_logs is not None and serve_logs.is_dir():
+            shutil.copytree(serve_logs, keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         return left
 

@@ -22,6 +22,9 @@ from server.ray_serve import REPLICA_HEADER
 
 ROUNDS = 2
 CONCURRENCY = 4
+STREAM_TOKENS = 3000
+"""Tokens of the stream that must outlast the start of the shutdown (the tiny model makes ~150 tokens
+per second here: ~20 s, while `serve delete` takes a few seconds to reach the replicas)."""
 
 
 def test_readiness_through_the_proxy(cluster, deployed):
@@ -30,6 +33,12 @@ def test_readiness_through_the_proxy(cluster, deployed):
         models = client.get("/v1/models").json()
         assert models["data"][0]["id"] == "tiny-seed0"
         assert client.get("/ready").headers[REPLICA_HEADER] in {r["replica_id"] for r in deployed}
+        # one x-request-id, the client's (Ray's proxy forwards it and puts it on the response)
+        r = client.post(
+            "/v1/chat/completions", json=mixed_body(0, max_tokens=2), headers={"x-request-id": "ray-test-1"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers.get_list("x-request-id") == ["ray-test-1"]
 
 
 def test_mixed_load_on_two_replicas_matches_the_plain_server(cluster, deployed, reference, numbers):
@@ -124,3 +133,51 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
         "started after the kill (all ok)": len(started_after),
         "replacement RUNNING after (s)": round(replaced_s, 1),
     }
+
+
+def test_serve_delete_drains_in_flight_requests(cluster, deployed):
+    """Graceful shutdown (``serve delete``): a stream running on a replica while the replicas stop
+    finishes with ``[DONE]``; then every replica process and its engine processes exit on their own
+    (the drain and the lifespan's engine shutdown, not Ray's kill)."""
+    import threading
+
+    trees = []
+    for r in cluster.replicas(APP, DEPLOYMENT):
+        root = psutil.Process(r["pid"])
+        trees += [root, *root.children(recursive=True)]
+    stopping_at: list[float] = []
+
+    def delete_and_watch() -> None:
+        cluster.cli("serve", "delete", APP, "-y")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not stopping_at:
+            try:
+                states = {r.get("state") for r in cluster.replicas(APP, DEPLOYMENT)}
+            except httpx.HTTPError:
+                states = set()
+            if "STOPPING" in states:
+                stopping_at.append(time.perf_counter())
+            time.sleep(0.2)
+
+    deleter = threading.Thread(target=delete_and_watch)
+    outcome = Outcome(0, stream=True)
+    with httpx.Client(base_url=cluster.serve_url, timeout=300) as client:
+        body = mixed_body(0, max_tokens=STREAM_TOKENS, stream=True)
+        with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            outcome.status = resp.status_code
+            for line in resp.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if deleter.ident is None:  # first event: the request runs on a replica; stop the app
+                    deleter.start()
+                if line == "data: [DONE]":
+                    outcome.done = True
+                    break
+                if '"error"' in line:
+                    outcome.error = line
+    done_at = time.perf_counter()
+    deleter.join(timeout=300)
+    assert outcome.status == 200 and outcome.done and outcome.error is None, outcome
+    assert stopping_at and stopping_at[0] < done_at, "the stream ended before a replica was stopping"
+    gone, alive = psutil.wait_procs(trees, timeout=120)
+    assert not alive, f"still running after serve delete: {alive}"
