@@ -1,8 +1,4 @@
-"""The SDK's live tests (clients/python/tests/test_live.py) against this session's server.
-
-That module reads ``INTERLEAVE_TEST_BASE_URL`` when it is imported; tests/e2e/conftest.py sets it to
-this session's server before collection, and the autouse fixture below starts the server first.
-"""
+"""The SDK's live tests (clients/python/tests/test_live.py) against this session's e2e server."""
 
 from __future__ import annotations
 
@@ -11,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-SDK_TESTS = Path(__file__).resolve().parents[2] / "clients" / "python" / "tests"
-sys.path.insert(0, str(SDK_TESTS))
-
-pytest.importorskip("llava_interleave_client", reason="install the SDK: pip install -e clients/python")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python" / "tests"))
 
 from test_live import *  # noqa: E402,F401,F403  (tests and their module-scoped fixtures)
 
 
-@pytest.fixture(autouse=True)
-def _server_running(live_server):
-    """Every SDK live test runs against the session's server (started on first use)."""
-    return live_server
+@pytest.fixture(scope="module")
+def live_base_url(live_server) -> str:
+    """The e2e server's API root (replaces test_live's ``$INTERLEAVE_TEST_BASE_URL``)."""
+    return live_server.v1

@@ -26,9 +26,8 @@ from llava_interleave_client import image, scene, system, user, video
 sys.path.insert(0, os.path.dirname(__file__))
 from sdk_media import make_image, make_video  # noqa: E402
 
-BASE_URL = os.environ.get("INTERLEAVE_TEST_BASE_URL")
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not BASE_URL, reason="set INTERLEAVE_TEST_BASE_URL to run live SDK tests")]
+pytestmark = pytest.mark.e2e
+
 API_KEY = os.environ.get("INTERLEAVE_TEST_API_KEY") or "no-key"
 TOKENS_PER_IMAGE = 729
 SEED = 1234
@@ -36,8 +35,17 @@ GREEDY = dict(temperature=0, seed=SEED, max_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def live_client():
-    with sdk.Client(base_url=BASE_URL, api_key=API_KEY, timeout=300) as client:
+def live_base_url() -> str:
+    """The server's API root, ``$INTERLEAVE_TEST_BASE_URL`` (read when the first test needs it)."""
+    url = os.environ.get("INTERLEAVE_TEST_BASE_URL")
+    if not url:
+        pytest.skip("set INTERLEAVE_TEST_BASE_URL to run live SDK tests")
+    return url
+
+
+@pytest.fixture(scope="module")
+def live_client(live_base_url):
+    with sdk.Client(base_url=live_base_url, api_key=API_KEY, timeout=300) as client:
         yield client
 
 
@@ -165,10 +173,10 @@ def test_stream_closed_early(live_client, live_model):
 
 
 @pytest.mark.asyncio
-async def test_async_matches_sync(live_client, live_model, live_media):
+async def test_async_matches_sync(live_client, live_model, live_media, live_base_url):
     parts = ("Compare", image(live_media["red"]), video(live_media["clip"], num_frames=2))
     expected = _text(_ask(live_client, live_model, *parts))
-    async with sdk.AsyncClient(base_url=BASE_URL, api_key=API_KEY, timeout=300) as client:
+    async with sdk.AsyncClient(base_url=live_base_url, api_key=API_KEY, timeout=300) as client:
         out = await client.chat.completions.create(model=live_model, messages=[user(*parts)], **GREEDY)
         assert _text(out) == expected
         stream = await client.chat.completions.create(model=live_model, messages=[user(*parts)], stream=True, **GREEDY)
@@ -180,10 +188,10 @@ async def test_async_matches_sync(live_client, live_model, live_media):
 # --- the builders with a plain openai client ------------------------------------------------------------
 
 
-def test_builders_work_with_plain_openai_client(live_client, live_model, live_media):
+def test_builders_work_with_plain_openai_client(live_client, live_model, live_media, live_base_url):
     messages = [user("Describe", image(live_media["red"]), "and", video(live_media["clip"], num_frames=2))]
     ours = live_client.chat.completions.create(model=live_model, messages=messages, **GREEDY)
-    theirs = openai.OpenAI(base_url=BASE_URL, api_key=API_KEY).chat.completions.create(
+    theirs = openai.OpenAI(base_url=live_base_url, api_key=API_KEY).chat.completions.create(
         model=live_model, messages=messages, **GREEDY)
     assert theirs.choices[0].message.content == _text(ours)
     assert theirs.usage.prompt_tokens == ours.usage.prompt_tokens >= 3 * TOKENS_PER_IMAGE
@@ -209,10 +217,10 @@ def test_unreadable_image_is_a_bad_request(live_client, live_model):
 # --- CLI -----------------------------------------------------------------------------------------------
 
 
-def test_cli_streams_and_matches_sdk(live_client, live_model, live_media):
+def test_cli_streams_and_matches_sdk(live_client, live_model, live_media, live_base_url):
     exe = Path(sys.executable).with_name("interleave-chat")
     expected = _text(_ask(live_client, live_model, "Describe", image(live_media["red"])))
-    cmd = [str(exe), "Describe", "--image", str(live_media["red"]), "--base-url", BASE_URL, "--api-key", API_KEY,
+    cmd = [str(exe), "Describe", "--image", str(live_media["red"]), "--base-url", live_base_url, "--api-key", API_KEY,
            "--model", live_model, "--temperature", "0", "--seed", str(SEED), "--max-tokens", "8"]
     for extra in ([], ["--no-stream"]):
         proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
