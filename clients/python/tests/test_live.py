@@ -5,8 +5,8 @@ skipped (and only then). ``INTERLEAVE_TEST_API_KEY`` is sent if the server needs
 
 Written for the built-in tiny model: random weights, so answers are gibberish but deterministic at
 temperature 0 with a fixed seed; every image (video frame, scene view) costs 729 prompt tokens. The module
-is self-contained (its own fixtures; media generated with Pillow / PyAV), so the top-level suite can run
-it by path: ``INTERLEAVE_TEST_BASE_URL=... pytest clients/python/tests/test_live.py``.
+is self-contained (its own fixtures; media from the examples' generator, Pillow / PyAV), so the top-level
+suite can run it by path: ``INTERLEAVE_TEST_BASE_URL=... pytest clients/python/tests/test_live.py``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PIL import Image
 import llava_interleave_client as sdk
 from llava_interleave_client import image, scene, system, user, video
 
-sys.path.insert(0, os.path.dirname(__file__))
-from sdk_media import make_image, make_video  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from example_media import make_media  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -57,20 +57,10 @@ def live_model(live_client) -> str:
 
 
 @pytest.fixture(scope="module")
-def live_media(tmp_path_factory):
-    """Small real media: two PNGs, a JPEG, an 8-frame MP4 (4 fps) and a 3-view scene folder."""
-    d = tmp_path_factory.mktemp("live-media")
-    views = d / "scene"
-    views.mkdir()
-    for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        make_image(views / f"view{i}.png", "PNG", color=color, size=(64, 48))
-    return {
-        "red": make_image(d / "red.png", "PNG", color=(220, 20, 20), size=(96, 64)),
-        "blue": make_image(d / "blue.png", "PNG", color=(20, 20, 220), size=(64, 96)),
-        "jpeg": make_image(d / "photo.jpg", "JPEG", color=(20, 200, 20), size=(80, 80)),
-        "clip": make_video(d / "clip.mp4", "mp4", "libx264", frames=8, fps=4),
-        "scene": views,
-    }
+def live_media(tmp_path_factory) -> dict:
+    """The examples' media (examples/example_media.py), so that its generator is tested too: ``image`` (PNG),
+    ``image2`` (JPEG), ``video`` (8 frames at 4 fps, H.264 MP4) and ``scene`` (a folder of 3 views)."""
+    return make_media(str(tmp_path_factory.mktemp("live-media")))
 
 
 def _ask(client, model, *parts, **kw):
@@ -93,8 +83,8 @@ def test_text_only(live_client, live_model):
 
 
 def test_image_costs_729_tokens(live_client, live_model, live_media):
-    one = _ask(live_client, live_model, "Describe", image(live_media["red"]))
-    two = _ask(live_client, live_model, "Describe", image(live_media["red"]), image(live_media["blue"]))
+    one = _ask(live_client, live_model, "Describe", image(live_media["image"]))
+    two = _ask(live_client, live_model, "Describe", image(live_media["image"]), image(live_media["image2"]))
     assert one.usage.prompt_tokens >= TOKENS_PER_IMAGE
     # the second image adds its 729 visual tokens (plus at most a few separator tokens of the template)
     assert TOKENS_PER_IMAGE <= two.usage.prompt_tokens - one.usage.prompt_tokens <= TOKENS_PER_IMAGE + 8
@@ -102,19 +92,19 @@ def test_image_costs_729_tokens(live_client, live_model, live_media):
 
 def test_image_sources_agree(live_client, live_model, live_media):
     """Path, bytes, file object and PIL image (same pixels, lossless) give the same greedy answer."""
-    path = live_media["red"]
+    path = live_media["image"]
     by_path = _text(_ask(live_client, live_model, "Describe", image(path)))
     assert _text(_ask(live_client, live_model, "Describe", image(path.read_bytes()))) == by_path
     with open(path, "rb") as fh:
         assert _text(_ask(live_client, live_model, "Describe", image(fh))) == by_path
     with Image.open(path) as img:
         assert _text(_ask(live_client, live_model, "Describe", image(img.copy()))) == by_path
-    out = _ask(live_client, live_model, "Describe", image(live_media["jpeg"]))
+    out = _ask(live_client, live_model, "Describe", image(live_media["image2"]))
     assert out.usage.prompt_tokens >= TOKENS_PER_IMAGE
 
 
 def test_video_num_frames_and_fps(live_client, live_model, live_media):
-    clip = live_media["clip"]
+    clip = live_media["video"]
     four = _ask(live_client, live_model, "What happens?", video(clip, num_frames=4))
     two = _ask(live_client, live_model, "What happens?", video(clip, num_frames=2))
     assert four.usage.prompt_tokens >= 4 * TOKENS_PER_IMAGE
@@ -136,15 +126,15 @@ def test_everything_interleaved_in_one_message(live_client, live_model, live_med
         model=live_model,
         messages=[
             system("You are a helpful assistant."),
-            user("Compare", image(live_media["red"]), video(live_media["clip"], num_frames=2),
-                 scene([live_media["red"], live_media["blue"]], labels=["front", "back"]), "what changed?"),
+            user("Compare", image(live_media["image"]), video(live_media["video"], num_frames=2),
+                 scene([live_media["image"], live_media["image2"]], labels=["front", "back"]), "what changed?"),
         ],
         **GREEDY,
     )
     assert out.usage.prompt_tokens >= 5 * TOKENS_PER_IMAGE  # 1 image + 2 frames + 2 views
     for placement in ("interleaved", "front"):
-        again = _ask(live_client, live_model, "Compare", image(live_media["red"]), "and", image(live_media["blue"]),
-                     extra_body={"image_placement": placement})
+        again = _ask(live_client, live_model, "Compare", image(live_media["image"]), "and",
+                     image(live_media["image2"]), extra_body={"image_placement": placement})
         assert again.usage.prompt_tokens >= 2 * TOKENS_PER_IMAGE
 
 
@@ -152,7 +142,7 @@ def test_everything_interleaved_in_one_message(live_client, live_model, live_med
 
 
 def test_stream_matches_non_stream(live_client, live_model, live_media):
-    parts = ("Describe", image(live_media["red"]))
+    parts = ("Describe", image(live_media["image"]))
     whole = _ask(live_client, live_model, *parts)
     with _ask(live_client, live_model, *parts, stream=True, stream_options={"include_usage": True}) as stream:
         chunks = list(stream)
@@ -174,7 +164,7 @@ def test_stream_closed_early(live_client, live_model):
 
 @pytest.mark.asyncio
 async def test_async_matches_sync(live_client, live_model, live_media, live_base_url):
-    parts = ("Compare", image(live_media["red"]), video(live_media["clip"], num_frames=2))
+    parts = ("Compare", image(live_media["image"]), video(live_media["video"], num_frames=2))
     expected = _text(_ask(live_client, live_model, *parts))
     async with sdk.AsyncClient(base_url=live_base_url, api_key=API_KEY, timeout=300) as client:
         out = await client.chat.completions.create(model=live_model, messages=[user(*parts)], **GREEDY)
@@ -189,7 +179,7 @@ async def test_async_matches_sync(live_client, live_model, live_media, live_base
 
 
 def test_builders_work_with_plain_openai_client(live_client, live_model, live_media, live_base_url):
-    messages = [user("Describe", image(live_media["red"]), "and", video(live_media["clip"], num_frames=2))]
+    messages = [user("Describe", image(live_media["image"]), "and", video(live_media["video"], num_frames=2))]
     ours = live_client.chat.completions.create(model=live_model, messages=messages, **GREEDY)
     theirs = openai.OpenAI(base_url=live_base_url, api_key=API_KEY).chat.completions.create(
         model=live_model, messages=messages, **GREEDY)
@@ -219,8 +209,8 @@ def test_unreadable_image_is_a_bad_request(live_client, live_model):
 
 def test_cli_streams_and_matches_sdk(live_client, live_model, live_media, live_base_url):
     exe = Path(sys.executable).with_name("interleave-chat")
-    expected = _text(_ask(live_client, live_model, "Describe", image(live_media["red"])))
-    cmd = [str(exe), "Describe", "--image", str(live_media["red"]), "--base-url", live_base_url, "--api-key", API_KEY,
+    expected = _text(_ask(live_client, live_model, "Describe", image(live_media["image"])))
+    cmd = [str(exe), "Describe", "--image", str(live_media["image"]), "--base-url", live_base_url, "--api-key", API_KEY,
            "--model", live_model, "--temperature", "0", "--seed", str(SEED), "--max-tokens", "8"]
     for extra in ([], ["--no-stream"]):
         proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
