@@ -18,7 +18,7 @@ from server.media.base import MediaError, MediaLimits, shown_url
 from server.media.cache import MediaCache, content_digest, content_key, frame_key
 from server.media.fetch import Fetcher
 from server.media.image import ImageDecoder
-from server.media.threaded import decode_gop_group, gop_groups, merge_gop_runs
+from server.media.threaded import decode_gop_group, decoder_threads, gop_groups, merge_gop_runs
 from server.media.video import VideoFrames, check_sampling, plan_video, sample_video
 
 __all__ = ["MediaLoader", "MediaLoaderProtocol"]
@@ -155,7 +155,8 @@ class MediaLoader:
             plan = await self._run(lambda: plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits))
             groups = gop_groups(plan)
             if len(groups) > 1:
-                runs = await asyncio.gather(*(self._run(self._decode_group, plan, g) for g in groups))
+                thread_type = decoder_threads(len(groups), self._workers)
+                runs = await asyncio.gather(*(self._run(self._decode_group, plan, g, thread_type) for g in groups))
                 if all(r is not None for r in runs):
                     video = merge_gop_runs(plan, runs)  # None: a run was incomplete
         if video is None:
@@ -163,11 +164,11 @@ class MediaLoader:
         video.frames.flags.writeable = False  # shared through the cache
         return video
 
-    def _decode_group(self, plan, group: list[int]):
+    def _decode_group(self, plan, group: list[int], thread_type: str):
         """One GOP's picks decoded and resized (a worker task); None when decoding raised (the
         sequential sampler then reports or recovers)."""
         try:
-            run = decode_gop_group(plan, group)
+            run = decode_gop_group(plan, group, thread_type)
         except Exception:  # noqa: BLE001 - any decoder failure: the sequential path decides
             return None
         if self.resize_to is not None and run.frames is not None:

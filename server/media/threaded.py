@@ -23,7 +23,7 @@ from server.media.base import MediaLimits
 from server.media.gop import AV_ERRORS, PickDecoder
 from server.media.video import VideoFrames, VideoPlan, _frames_of, _open_container, plan_video, sample_video
 
-__all__ = ["decode_gop_group", "gop_groups", "merge_gop_runs", "sample_video_threaded"]
+__all__ = ["decode_gop_group", "decoder_threads", "gop_groups", "merge_gop_runs", "sample_video_threaded"]
 
 
 def gop_groups(plan: VideoPlan) -> list[list[int]]:
@@ -35,11 +35,20 @@ def gop_groups(plan: VideoPlan) -> list[list[int]]:
     return [groups[k] for k in sorted(groups)]
 
 
-def decode_gop_group(plan: VideoPlan, group: list[int]) -> PickDecoder:
+def decoder_threads(groups: int, workers: int) -> str:
+    """FFmpeg decoder threading for `groups` GOP groups on `workers` threads: none when there are
+    more groups than workers (the groups keep every core busy and frame threads would only add
+    pipeline refills at each seek), else FFmpeg's frame + slice threads ("AUTO"), which also
+    spread one long GOP over the cores."""
+    return "NONE" if groups > workers else "AUTO"
+
+
+def decode_gop_group(plan: VideoPlan, group: list[int], thread_type: str = "NONE") -> PickDecoder:
     """Decode the picks `group` (one entry of `gop_groups`) with a demuxer of its own over the same
     source: a fresh container, a seek to the group's key frame (none for the first GOP), forward
-    to its last pick. FFmpeg's own decoder threads are off: the groups are the parallelism."""
-    return PickDecoder(plan.probe, group, allow_seek=True, careful=False, thread_type="NONE").run(
+    to its last pick. `thread_type`: FFmpeg's decoder threading (see `decoder_threads`); the
+    decoded pixels are the same either way."""
+    return PickDecoder(plan.probe, group, allow_seek=True, careful=False, thread_type=thread_type).run(
         _open_container(plan.source), fresh=True
     )
 
@@ -78,8 +87,10 @@ def sample_video_threaded(
     if threads <= 1 or len(groups) <= 1:
         return sample_video(source, num_frames=num_frames, fps=fps, limits=limits)
     try:
-        with ThreadPoolExecutor(max_workers=min(threads, len(groups)), thread_name_prefix="gop") as pool:
-            runs = list(pool.map(lambda g: decode_gop_group(plan, g), groups))
+        workers = min(threads, len(groups))
+        thread_type = decoder_threads(len(groups), workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gop") as pool:
+            runs = list(pool.map(lambda g: decode_gop_group(plan, g, thread_type), groups))
     except AV_ERRORS + (ValueError,):
         runs = []
     video = merge_gop_runs(plan, runs) if runs else None
