@@ -32,7 +32,9 @@ def structured_output(request: Any) -> StructuredOutput | None:
             schema = tool_constraint(request)
         except ValueError as exc:
             raise invalid_request(f"The tools cannot be turned into a constraint: {exc}", param="tools") from None
-        return StructuredOutput("json", schema, param="tool_choice")
+        # Compact JSON (no free whitespace between tokens): the calls are parsed by the server, not
+        # read by people, and a model cannot wander off into whitespace before closing the array.
+        return StructuredOutput("json", schema, param="tool_choice", disable_any_whitespace=True)
     rf = getattr(request, "response_format", None)
     if rf is not None and rf.type == "json_schema":
         schema = rf.json_schema.schema_
