@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import shutil
 import signal
 import threading
@@ -61,23 +62,23 @@ LOG_DIR = Path(__file__).resolve().parents[2] / ".cache" / "deploy-lb"
 # --- requests ------------------------------------------------------------------------------------
 
 
-def _big_image_body(k: int, model: str) -> dict:
+def _big_image_body(k: int, model: str, stream: bool) -> dict:
     """One 512x512 noisy PNG (about 0.6 MB as base64): far above nginx's default 16 KiB body buffer,
     so the template's client_body_buffer_size is what keeps it in memory."""
     url = data_url(png_bytes(gradient_image(512, 512, seed=k)))
     content = [{"type": "text", "text": f"Request {k}: what is this?"}, {"type": "image_url", "image_url": {"url": url}}]
     return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": MAX_TOKENS,
-            "stream": k % 2 == 1}
+            "stream": stream}
 
 
-def mixed(model: str, *, streams_max_tokens: int = MAX_TOKENS, mostly_streams: bool = False):
-    """Request ``k`` of a load: the shared mixed load (text, images, a video, a 3D scene; streaming
-    every other one), every 7th a big image; ``mostly_streams``: 3 of 4 stream."""
+def mixed(model: str, *, streams_max_tokens: int = MAX_TOKENS, streams: str = "half"):
+    """Request ``k`` of a load: the shared mixed load (text, images, a video, a 3D scene), every 7th
+    a big image; ``streams``: ``"half"`` (every other one streams), ``"most"`` (3 of 4), ``"all"``."""
 
     def body(k: int) -> dict:
+        stream = {"half": k % 2 == 1, "most": k % 4 != 3, "all": True}[streams]
         if k % 7 == 6:
-            return _big_image_body(k, model)
-        stream = (k % 4 != 3) if mostly_streams else None
+            return _big_image_body(k, model, stream)
         b = mixed_body(k, model=model, max_tokens=MAX_TOKENS, stream=stream)
         if b["stream"]:
             b["max_tokens"] = streams_max_tokens
@@ -138,7 +139,10 @@ class Cluster:
             "--drain-timeout-seconds", str(DRAIN_TIMEOUT_S),
             "--default-max-tokens", "16",
         )
-        env = clean_environment(INTERLEAVE_CACHE_DIR=str(self.checkpoint_dir))
+        # each replica's engine threads on a core of their own, as compose pins each replica to its
+        # cpuset (vLLM's automatic binding would put both engines on the same core)
+        core = self.replicas.index(replica) % (os.cpu_count() or 1)
+        env = clean_environment(INTERLEAVE_CACHE_DIR=str(self.checkpoint_dir), VLLM_CPU_OMP_THREADS_BIND=str(core))
         replica.server = start_server(
             cmd,
             ready_url=replica.base_url + "/ready",
@@ -386,7 +390,7 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
         killed_at.append(time.perf_counter())
         victim.server.signal_group(signal.SIGKILL)  # the server and its engine processes
 
-    body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, mostly_streams=True)
+    body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="most")
     total = 24
     result = asyncio.run(_run_load(cluster, body, tag="kill", total=total, concurrency=4, during=kill_when_busy))
     assert killed_at, "the load ended before the kill"
@@ -442,7 +446,8 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
                 await asyncio.sleep(0.01)
         draining_at.append(time.perf_counter())
 
-    body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, mostly_streams=True)
+    # every request streams, so what is in flight on the replica at the signal is a stream
+    body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="all")
     total = 28
     result = asyncio.run(_run_load(cluster, body, tag="term", total=total, concurrency=4, during=term_when_busy))
     assert signalled_at and draining_at, "the load ended before the signal"
@@ -468,6 +473,7 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
     )
     assert not result.failed, _describe(result.failed)
     assert in_flight_on_victim, "no request was in flight on the replica when it got SIGTERM"
+    assert all(s.stream and s.outcome.done for s in in_flight_on_victim)  # streams that reached [DONE]
     # requests that started once the replica was draining were answered by the other one (nginx
     # may have tried the draining one first and got its 503)
     assert after, "no request started after the replica began draining"
