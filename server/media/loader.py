@@ -18,7 +18,7 @@ from server.media.base import MediaError, MediaLimits, shown_url
 from server.media.cache import MediaCache, content_digest, content_key, frame_key
 from server.media.fetch import Fetcher
 from server.media.image import ImageDecoder
-from server.media.threaded import decode_gop_group, decoder_threads, gop_groups, merge_gop_runs
+from server.media.threaded import decode_gop_range, gop_ranges, merge_gop_runs
 from server.media.video import VideoFrames, check_sampling, plan_video, sample_video
 
 __all__ = ["MediaLoader", "MediaLoaderProtocol"]
@@ -71,9 +71,9 @@ class MediaLoader:
     `load_image_with_key` and `VideoFrames.frame_keys` hand the keys on (to vLLM as
     `multi_modal_uuids`). Cached values are shared: video frame arrays are read-only.
 
-    A video whose picks lie in several GOPs has each GOP decoded as its own task on the worker
-    pool (its own demuxer over the same bytes), beside the request's other images and videos, so
-    one video uses up to `max_workers` threads; the frames are exactly those of `sample_video`.
+    A video whose picks lie in several GOPs is decoded as up to `max_workers` ranges of whole GOPs,
+    each a task on the worker pool with its own demuxer over the same bytes, beside the request's
+    other images and videos; the frames are exactly those of `sample_video`.
     """
 
     def __init__(
@@ -148,15 +148,15 @@ class MediaLoader:
         return dataclasses.replace(video, frame_keys=[frame_key(key, i) for i in range(len(video.frames))])
 
     async def _sample_video_async(self, data: bytes, num_frames: int, fps: float | None) -> VideoFrames:
-        """`_sample_video` with the GOPs that hold picks decoded as separate pool tasks (resized in
-        the same task); the sequential sampler whenever that cannot give its exact frames."""
+        """`_sample_video` with ranges of the GOPs that hold picks decoded as separate pool tasks
+        (resized in the same task); the sequential sampler whenever that cannot give its exact
+        frames."""
         video = None
         if self._workers > 1:
             plan = await self._run(lambda: plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits))
-            groups = gop_groups(plan)
-            if len(groups) > 1:
-                thread_type = decoder_threads(len(groups), self._workers)
-                runs = await asyncio.gather(*(self._run(self._decode_group, plan, g, thread_type) for g in groups))
+            ranges, thread_type = gop_ranges(plan, self._workers)
+            if len(ranges) > 1:
+                runs = await asyncio.gather(*(self._run(self._decode_range, plan, r, thread_type) for r in ranges))
                 if all(r is not None for r in runs):
                     video = merge_gop_runs(plan, runs)  # None: a run was incomplete
         if video is None:
@@ -164,11 +164,11 @@ class MediaLoader:
         video.frames.flags.writeable = False  # shared through the cache
         return video
 
-    def _decode_group(self, plan, group: list[int], thread_type: str):
-        """One GOP's picks decoded and resized (a worker task); None when decoding raised (the
-        sequential sampler then reports or recovers)."""
+    def _decode_range(self, plan, picks: list[int], thread_type: str):
+        """The picks of one GOP range decoded and resized (a worker task); None when decoding raised
+        (the sequential sampler then reports or recovers)."""
         try:
-            run = decode_gop_group(plan, group, thread_type)
+            run = decode_gop_range(plan, picks, thread_type)
         except Exception:  # noqa: BLE001 - any decoder failure: the sequential path decides
             return None
         if self.resize_to is not None and run.frames is not None:

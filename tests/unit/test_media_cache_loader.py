@@ -24,7 +24,7 @@ from harness.media import corrupt_packets, data_url, encode_video, gradient_imag
 from server.app import create_app, default_media_loader
 from server.media import MediaLimits, MediaLoader
 from server.media.cache import ENTRY_OVERHEAD_BYTES, MediaCache
-from server.media.threaded import gop_groups, sample_video_threaded
+from server.media.threaded import gop_groups, gop_ranges, sample_video_threaded
 from server.media.video import plan_video, sample_video
 from server.metrics import ServerMetrics
 from server.settings import ServerSettings
@@ -201,7 +201,8 @@ def test_the_threaded_sampler_returns_exactly_the_sequential_frames(name, num_fr
         got = sample_video_threaded(data, num_frames=num_frames, threads=threads)
         assert same_video(got, expected), (name, threads)
     if name not in ("x264 default GOP, 1 GOP",):
-        assert len(gop_groups(plan_video(data, num_frames=num_frames))) > 1  # the threaded path ran
+        plan = plan_video(data, num_frames=num_frames)
+        assert len(gop_groups(plan)) > 1 and len(gop_ranges(plan, 2)[0]) == 2  # the threaded path ran
 
 
 def test_the_threaded_sampler_falls_back_on_a_damaged_clip():
@@ -255,3 +256,14 @@ def test_media_keys_reach_the_engine_as_media_uuids(clip):
     assert value("interleave_media_cache_hits_total", kind="image") == 1
     assert value("interleave_media_cache_capacity_bytes") == int(0.25 * 2**30)
     assert 0 < value("interleave_media_cache_bytes") <= int(0.25 * 2**30)
+
+
+def test_gop_ranges_split_the_picks_into_contiguous_balanced_ranges():
+    data = encode_video(60, 8, gop=4, size=(64, 48))  # 15 GOPs, one pick per GOP at 15 frames
+    plan = plan_video(data, num_frames=15)
+    for parts in (1, 2, 3, 5, 40):
+        ranges, thread_type = gop_ranges(plan, parts)
+        assert [p for r in ranges for p in r] == plan.wanted  # every pick once, in order
+        assert len(ranges) == min(parts, len(gop_groups(plan)))
+        assert max(map(len, ranges)) - min(map(len, ranges)) <= 2  # equal GOPs: about equal ranges
+        assert thread_type == ("AUTO" if parts == 1 else "NONE")
