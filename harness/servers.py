@@ -97,10 +97,23 @@ class RunningServer:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        self.signal_group(signal.SIGKILL)  # an engine core that outlived its parent
+        # What is left of the group (multiprocessing's resource tracker unlinking what a killed
+        # engine left in /dev/shm, an engine core that outlived its parent) gets a few seconds to
+        # finish by itself, then SIGKILL.
+        deadline = time.monotonic() + 5.0
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.signal_group(signal.SIGKILL)
         if proc.poll() is None:
             proc.wait(timeout=10)
         return proc.returncode
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
 
 def start_server(
@@ -169,3 +182,23 @@ def clean_environment(**extra: str) -> dict[str, str]:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.update(extra)
     return env
+
+
+def start_tiny_server(
+    log_path: Path,
+    checkpoint: Path,
+    *flags: str,
+    max_model_len: int = 8192,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> RunningServer:
+    """``interleave-serve`` on the built-in tiny checkpoint at ``checkpoint`` (prebuilt, e.g. by the
+    ``tiny_checkpoint_path`` fixture) with :data:`TINY_ENGINE_FLAGS`, on a free port, plus ``flags``.
+
+    Raises:
+        RuntimeError: as :func:`start_server`.
+    """
+    port = free_port()
+    cmd = interleave_serve_command(port, *TINY_ENGINE_FLAGS, "--max-model-len", str(max_model_len), *flags)
+    environ = clean_environment(INTERLEAVE_CACHE_DIR=str(Path(checkpoint).parent), **dict(env or {}))
+    return start_server(cmd, ready_url=f"http://127.0.0.1:{port}/ready", log_path=log_path, env=environ, timeout=timeout)
