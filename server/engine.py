@@ -7,6 +7,7 @@ scene views are images too) and come out as DELTA outputs.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -149,7 +150,8 @@ class VLLMEngine:
 
     @property
     def is_dead(self) -> bool:
-        return bool(self.llm.errored)
+        """True once the engine core died or raised (vLLM's ``AsyncLLM.errored``), or after shutdown."""
+        return self.llm is None or bool(self.llm.errored)
 
     def _sampling_params(self, options: SamplingOptions) -> Any:
         """vLLM ``SamplingParams`` of ``options`` (DELTA outputs; structured outputs through vLLM's
@@ -324,11 +326,20 @@ class VLLMEngine:
         await self.llm.abort(request_id)
 
     def shutdown(self) -> None:
-        """Stop the engine core process and free its resources."""
+        """Stop the engine core process and free its resources (idempotent).
+
+        The ``AsyncLLM`` is released right away: left to the interpreter's exit, its ``__del__``
+        would run ``shutdown`` again after module globals are gone and print a traceback.
+        """
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
         try:
-            self.llm.shutdown()
+            llm.shutdown()
         except Exception:
             logger.exception("engine shutdown failed")
+        del llm
+        gc.collect()
 
 
 def _finite(lp: float) -> float:
