@@ -68,16 +68,15 @@ class ServerKind:
 OURS = ServerKind("ours", "interleave-serve (server/ on AsyncLLM)", "/ready")
 VLLM = ServerKind("vllm", "vLLM OpenAI server + our plugin", "/health")
 VLLM_BUILTIN = ServerKind("vllm-builtin", "vLLM OpenAI server, built-in LlavaForConditionalGeneration", "/health", video=False)
+ENGINE = ServerKind("engine", "AsyncLLM in-process, our engine arguments, media decoded beforehand (bench/_engine.py)", "")
 
 
-def _ours_command(opts: EngineOptions, port: int) -> list[str]:
-    exe = Path(sys.executable).with_name("interleave-serve")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
-    cmd += [
+def ours_flags(opts: EngineOptions) -> list[str]:
+    """The `interleave-serve` flags of `opts` (without host and port): the `ours` server and the
+    `engine` column (whose settings are parsed from the same flags) get the same engine."""
+    return [
         "--model", opts.model,
         "--served-model-name", SERVED_NAME,
-        "--host", "127.0.0.1",
-        "--port", str(port),
         "--dtype", opts.dtype,
         "--max-model-len", str(opts.max_model_len),
         "--gpu-memory-utilization", str(opts.gpu_memory_utilization),
@@ -86,14 +85,19 @@ def _ours_command(opts: EngineOptions, port: int) -> list[str]:
         "--max-num-seqs", str(opts.max_num_seqs),
         "--seed", str(opts.seed),
         # The engine's image limit is images + frames + views; match the workload like vLLM's
-        # --limit-mm-per-prompt below ({"image": 2, "video": 1} with 8 frames per video).
+        # --limit-mm-per-prompt below ({"image": 2, "video": 1} with num_frames frames per video).
         "--max-images-per-request", str(opts.images_per_request),
         "--max-frames-per-request", str(opts.num_frames),
         "--max-views-per-request", "0",
         "--default-num-frames", str(opts.num_frames),
         "--log-level", "warning",
     ]
-    return cmd
+
+
+def _ours_command(opts: EngineOptions, port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("interleave-serve")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
+    return cmd + ["--host", "127.0.0.1", "--port", str(port), *ours_flags(opts)]
 
 
 def _vllm_command(opts: EngineOptions, port: int, plugin: bool) -> list[str]:

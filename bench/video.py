@@ -1,4 +1,4 @@
-"""Video sampling benchmark: our `server.media.sample_video` versus vLLM's OpenCV loader.
+"""Video sampling benchmark: our `server.media.sample_video` (and its threaded form) versus vLLM's OpenCV loader.
 
 Generates H.264 clips once into a cache directory (.cache/bench-media/, gitignored), then samples
 16 frames from each with both loaders, alternating them round by round, and prints per clip:
@@ -7,10 +7,12 @@ FFmpeg / OpenCV buffers, which tracemalloc would not see), the ratio opencv / ou
 the two loaders' frame indices are apart (they place samples differently: vLLM takes
 linspace(0, n - 1, k) of the header's frame count, we take the centres of k equal time segments),
 and how many frames our sampler decoded of all the clip holds (OpenCV decodes every frame up to the
-last one it needs).
+last one it needs). The `ours Nt` column is `server.media.threaded.sample_video_threaded` with
+`--threads N` (default 2): the GOPs that hold picks decoded at once, each with its own demuxer; it
+must return exactly the frames of `sample_video` (the `same` column checks every pixel).
 
     python bench/video.py --quick                 # one 10 s 480p clip, default GOP and g=12
-    python bench/video.py --clips 60s-720p-gop250,300s-480p-gop250
+    python bench/video.py --clips 60s-720p-gop250,300s-480p-gop250 --threads 2
     python bench/video.py                         # the full matrix (encoding takes a while)
 """
 
@@ -54,11 +56,16 @@ def _frame(k: int, width: int, height: int, base: np.ndarray) -> np.ndarray:
     return img
 
 
-def encode_clip(path: Path, seconds: int, width: int, height: int, gop: int | None, preset: str) -> None:
-    """Encode a synthetic H.264 MP4 clip (yuv420p, FPS frames/s) to `path` (via a temp file)."""
+def encode_clip(
+    path: Path, seconds: int, width: int, height: int, gop: int | None, preset: str, seed: int = 0
+) -> None:
+    """Encode a synthetic H.264 MP4 clip (yuv420p, FPS frames/s) to `path` (via a temp file).
+
+    `seed` picks the texture noise (different seeds: different pixels, same size and structure).
+    """
     import av
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack(
         [
@@ -135,6 +142,15 @@ def run_ours(data: bytes, num_frames: int):
     return video.frames, video.frame_indices
 
 
+def run_threaded(data: bytes, num_frames: int, threads: int = 2):
+    from server.media import MediaLimits
+    from server.media.threaded import sample_video_threaded
+
+    limits = MediaLimits(max_media_bytes=len(data) + 1)
+    video = sample_video_threaded(data, num_frames=num_frames, limits=limits, threads=threads)
+    return video.frames, video.frame_indices
+
+
 def run_opencv(data: bytes, num_frames: int):
     from vllm.multimodal.video import VIDEO_LOADER_REGISTRY
 
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the clip names and exit")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per loader (best is reported)")
     parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="threads of the threaded sampler (default 2)")
     parser.add_argument("--preset", default="medium", help="x264 preset for encoding (x264 default: medium)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "bench-media")
     args = parser.parse_args(argv)
@@ -181,23 +198,33 @@ def main(argv: list[str] | None = None) -> int:
     # Warm up both (imports, codec tables) so round 1 does not time module loading.
     warm = paths[names[0]].read_bytes()
     run_ours(warm, 2)
+    run_threaded(warm, 2, args.threads)
     run_opencv(warm, 2)
 
+    threaded_col = f"ours {args.threads}t s"
     header = (
-        f"{'clip':<20} {'MiB':>6} {'ours s':>8} {'opencv s':>9} {'opencv/ours':>11} "
+        f"{'clip':<20} {'MiB':>6} {'ours s':>8} {threaded_col:>10} {'opencv s':>9} {'opencv/ours':>11} "
+        f"{'opencv/' + str(args.threads) + 't':>10} {'same':>5} "
         f"{'ours MiB':>9} {'opencv MiB':>10} {'same idx':>8} {'mean |d idx|':>12} "
         f"{'ours decoded':>13}"
     )
-    print(f"video sampling, {args.num_frames} frames, best of {rounds} rounds, memory = peak RSS growth")
+    print(f"video sampling, {args.num_frames} frames, best of {rounds} rounds, memory = peak RSS growth, "
+          f"threaded sampler on {args.threads} threads; load {open('/proc/loadavg').read().split()[0]}")
     print(header)
     print("-" * len(header))
     ratios = {}
+    threaded_ratios = {}
+
+    def threaded(data: bytes, num_frames: int):
+        return run_threaded(data, num_frames, args.threads)
+
+    loaders = (("ours", run_ours), ("threaded", threaded), ("opencv", run_opencv))
     for name in names:
         data = paths[name].read_bytes()
-        best = {"ours": (float("inf"), 0), "opencv": (float("inf"), 0)}
+        best = {label: (float("inf"), 0) for label, _ in loaders}
         result = {}
         for _ in range(rounds):
-            for label, fn in (("ours", run_ours), ("opencv", run_opencv)):
+            for label, fn in loaders:
                 seconds, peak, frames, indices = measure(fn, data, args.num_frames)
                 if seconds < best[label][0]:
                     best[label] = (seconds, peak)
@@ -211,14 +238,20 @@ def main(argv: list[str] | None = None) -> int:
             diff_text = f"n {len(ours_idx)}/{len(cv_idx)}"
         ratio = best["opencv"][0] / best["ours"][0]
         ratios[name] = ratio
+        threaded_ratios[name] = best["opencv"][0] / best["threaded"][0]
+        same_frames = np.array_equal(np.asarray(result["ours"][0]), np.asarray(result["threaded"][0]))
         print(
-            f"{name:<20} {len(data) / 2**20:>6.1f} {best['ours'][0]:>8.3f} {best['opencv'][0]:>9.3f} "
-            f"{ratio:>10.2f}x {best['ours'][1] / 2**20:>9.1f} {best['opencv'][1] / 2**20:>10.1f} "
+            f"{name:<20} {len(data) / 2**20:>6.1f} {best['ours'][0]:>8.3f} {best['threaded'][0]:>10.3f} "
+            f"{best['opencv'][0]:>9.3f} {ratio:>10.2f}x {threaded_ratios[name]:>9.2f}x "
+            f"{'yes' if same_frames else 'NO':>5} "
+            f"{best['ours'][1] / 2**20:>9.1f} {best['opencv'][1] / 2**20:>10.1f} "
             f"{'yes' if same else 'no':>8} {diff_text:>12} "
             f"{run_ours.last.decoded_frames:>6}/{run_ours.last.num_source_frames:<6}",
             flush=True,
         )
-    print("ratio opencv/ours: " + ", ".join(f"{k}={v:.2f}x" for k, v in ratios.items()))
+    print("ratio opencv/ours: " + ", ".join(f"{k}={v:.2f}x" for k, v in ratios.items())
+          + f"; threaded ({args.threads} threads): "
+          + ", ".join(f"{k}={v:.2f}x" for k, v in threaded_ratios.items()))
     return 0
 
 

@@ -1,7 +1,8 @@
-"""bench/serve.py --quick runs end to end: both servers start one after the other, serve the mixed
-workload without errors, and the report has both servers' rows and the ratio line (no timing asserted).
+"""bench/serve.py --quick runs end to end: the servers and the in-process engine column start one after
+the other, serve the mixed workload (and the multi-turn chat workload) without errors, and the report
+has every column's rows and the ratio lines (no timing asserted).
 
-Starts two vLLM engines in turn (about 1-2 min each on 2 CPU cores), hence in tests/bench (marked e2e).
+Starts vLLM engines in turn (about 0.5-1 min each on 2 CPU cores), hence in tests/bench (marked e2e).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def test_serve_bench_quick(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     proc = subprocess.run(
-        [sys.executable, "bench/serve.py", "--quick", "--servers", "ours,vllm",
+        [sys.executable, "bench/serve.py", "--quick", "--servers", "ours,vllm,engine",
          "--json", str(out), "--log-dir", str(tmp_path / "logs")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
@@ -30,7 +31,27 @@ def test_serve_bench_quick(tmp_path):
     assert any(l.startswith("ours ") for l in summary), proc.stdout
     assert any(l.startswith("vllm ") for l in summary), proc.stdout
     assert any(l.startswith("ratio ours/vllm:") for l in summary), proc.stdout
+    assert any(l.startswith("ratio ours/engine:") for l in summary), proc.stdout
     result = json.loads(out.read_text())
-    assert {r["server"] for r in result["rounds"]} == {"ours", "vllm"}
+    assert {r["server"] for r in result["rounds"]} == {"ours", "vllm", "engine"}
     assert all(r["errors"] == 0 and r["requests"] == 9 for r in result["rounds"])
     assert set(result["ratios"]) >= {"req_per_s", "out_tok_per_s", "ttft_p50", "e2e_p50"}
+
+
+def test_serve_bench_chat_quick(tmp_path):
+    out = tmp_path / "chat.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc = subprocess.run(
+        [sys.executable, "bench/serve.py", "--workload", "chat", "--quick", "--servers", "ours,engine",
+         "--json", str(out), "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert any(l.startswith("ratio ours/engine per turn:") for l in proc.stdout.splitlines()), proc.stdout
+    result = json.loads(out.read_text())
+    assert all(r["errors"] == 0 and r["requests"] == 3 for r in result["rounds"])  # 1 conversation x 3 turns
+    assert set(result["turns"]["table"]["ours"]) == {"turn1", "turn2", "turn3"}
+    # turns 2 and 3 resend the clip and the photos: our media cache serves them
+    cache = result["media_cache"]
+    assert cache["misses"] == 3 and cache["hits"] == 6  # 1 video + 2 images, decoded once each
