@@ -7,7 +7,6 @@ scene views are images too) and come out as DELTA outputs.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -104,6 +103,27 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
+_ASYNC_LLM_CLASS: Any = None
+
+
+def _async_llm_class() -> Any:
+    """vLLM's ``AsyncLLM`` with a ``__del__`` that does nothing once :meth:`VLLMEngine.shutdown`
+    has shut it down (created once, on first use: this module imports vLLM lazily)."""
+    global _ASYNC_LLM_CLASS
+    if _ASYNC_LLM_CLASS is None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        class InterleaveAsyncLLM(AsyncLLM):
+            _interleave_shut_down = False
+
+            def __del__(self) -> None:
+                if not self._interleave_shut_down:
+                    super().__del__()
+
+        _ASYNC_LLM_CLASS = InterleaveAsyncLLM
+    return _ASYNC_LLM_CLASS
+
+
 class VLLMEngine:
     """An ``AsyncLLM`` running the LLaVA-Interleave adapter.
 
@@ -128,7 +148,6 @@ class VLLMEngine:
             Exception: whatever vLLM raises when it cannot start.
         """
         from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
 
         model_adapter.register()
         args = build_engine_args(settings, model_path)
@@ -140,7 +159,7 @@ class VLLMEngine:
         # video, a product photo) are then evicted and re-encoded; a larger cache keeps them.
         sched.encoder_cache_size = max(sched.encoder_cache_size, settings.encoder_cache_tokens)
         logger.info("starting vLLM AsyncLLM for %s", model_path)
-        llm = AsyncLLM.from_vllm_config(
+        llm = _async_llm_class().from_vllm_config(
             vllm_config,
             usage_context=UsageContext.OPENAI_API_SERVER,
             enable_log_requests=False,
@@ -328,8 +347,9 @@ class VLLMEngine:
     def shutdown(self) -> None:
         """Stop the engine core process and free its resources (idempotent).
 
-        The ``AsyncLLM`` is released right away: left to the interpreter's exit, its ``__del__``
-        would run ``shutdown`` again after module globals are gone and print a traceback.
+        vLLM's ``AsyncLLM.__del__`` runs ``shutdown`` again when the object is collected, which at
+        interpreter exit (module globals gone) prints a traceback after a clean drain; the engine is
+        an :func:`_async_llm_class` instance whose ``__del__`` skips that once shut down.
         """
         llm, self.llm = self.llm, None
         if llm is None:
@@ -338,8 +358,7 @@ class VLLMEngine:
             llm.shutdown()
         except Exception:
             logger.exception("engine shutdown failed")
-        del llm
-        gc.collect()
+        llm._interleave_shut_down = True
 
 
 def _finite(lp: float) -> float:
