@@ -103,6 +103,11 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
+ENGINE_SHUTDOWN_TIMEOUT_SECONDS = 20.0
+"""Grace the engine core gets to stop (vLLM's default is 5 s, the same as the engine core's own grace
+for its workers, VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS: on a busy host the engine core was killed while
+waiting for its worker, leaving a shared-memory segment and an EngineDeadError traceback behind)."""
+
 _ASYNC_LLM_CLASS: Any = None
 
 
@@ -355,7 +360,7 @@ class VLLMEngine:
         if llm is None:
             return
         try:
-            llm.shutdown()
+            llm.shutdown(timeout=ENGINE_SHUTDOWN_TIMEOUT_SECONDS)
         except Exception:
             logger.exception("engine shutdown failed")
         llm._interleave_shut_down = True
