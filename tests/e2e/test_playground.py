@@ -247,6 +247,7 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
         updates = page.evaluate("() => window.__answerUpdates")
         assert len(set(updates)) >= 2, f"the answer did not stream in (updates: {updates})"
         visual = (2 + NUM_FRAMES + 2) * TOKENS_PER_IMAGE
+        assert usage.get_attribute("data-source") == "server"  # usage.prompt_tokens_details, not a guess
         assert usage.get_attribute("data-visual-tokens") == str(visual)
         usage_text = usage.inner_text()
         assert f"Visual tokens {visual:,}" in usage_text
