@@ -176,8 +176,18 @@ def model_name(client) -> str:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     png: bytes = b""
+    files: dict[str, tuple[str, bytes]] = {}
+    """More paths a test serves: path -> (content type, body); see the `serve_media` fixture."""
 
     def do_GET(self):  # noqa: N802
+        if self.path in self.files:
+            content_type, body = self.files[self.path]
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/slow"):
             time.sleep(6)
             self.send_response(200)
@@ -211,3 +221,15 @@ def media_http_server():
     yield f"http://{REMOTE_HOST_ALLOWED}:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def serve_media(media_http_server):
+    """`serve_media(path, body, content_type="video/mp4") -> url`: serve `body` at `path` (e.g.
+    "/clip.mp4") from the `media_http_server`; returns its http://localhost:<port> URL."""
+
+    def serve(path: str, body: bytes, content_type: str = "video/mp4") -> str:
+        _Handler.files[path] = (content_type, body)
+        return media_http_server + path
+
+    return serve
