@@ -31,6 +31,10 @@ from ray_app import (  # noqa: E402
     mixed_bodies,
 )
 
+LOGS_DIR = REPO / ".cache" / "ray-test-logs"
+"""Where the logs of the last run's cluster are copied (serve/: controller, proxy, replicas;
+worker-*.err: the replicas' stderr, vLLM's engine logs)."""
+
 NUMBERS: dict[str, object] = {}
 """Measurements reported in the terminal summary."""
 _CLUSTER: dict[str, object] = {}
@@ -69,13 +73,13 @@ def reference(tiny_checkpoint_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cluster(reference, tmp_path_factory):
+def cluster(reference):
     """A local Ray cluster (loopback, 3 logical CPUs), stopped after the last test of the session."""
     from ray_cluster import start_head
 
     c = start_head(NUM_CPUS)
     _CLUSTER["c"] = c
-    _CLUSTER["logs"] = tmp_path_factory.mktemp("ray-serve-logs")
+    _CLUSTER["logs"] = LOGS_DIR
     NUMBERS["ray cluster start (s)"] = round(c.start_seconds, 1)
     yield c
     _stop_cluster()
@@ -87,7 +91,7 @@ def _stop_cluster() -> None:
     if c is None:
         return
     left = c.stop(keep_logs=_CLUSTER.get("logs"))
-    NUMBERS["Ray Serve logs kept in"] = str(_CLUSTER.get("logs"))
+    NUMBERS["Ray logs kept in"] = str(_CLUSTER.get("logs"))
     NUMBERS["processes left after ray stop --force"] = len(left)
     assert not left, f"processes of the Ray cluster left after ray stop --force: {left}"
 

@@ -24,6 +24,10 @@ import psutil
 BIN = Path(sys.executable).parent
 """The venv's bin folder (ray, serve)."""
 
+STOP_GRACE_SECONDS = 60.0
+"""How long after ``ray stop --force`` the engine processes of the replicas may take to exit (they get
+SIGTERM when their replica dies and shut vLLM down; slower on a busy machine)."""
+
 NODE_IP = "127.0.0.2"
 """The node's address: loopback, but not 127.0.0.1, which Ray replaces by the machine's interface
 address (``ray._private.services.resolve_ip_for_localhost``)."""
@@ -159,10 +163,10 @@ class RayCluster:
 
     def stop(self, keep_logs: Path | None = None) -> list[psutil.Process]:
         """``ray stop --force``; returns the processes of the cluster still running after it (killed
-        then with SIGKILL); copies the Serve logs to ``keep_logs``; removes the temp dir."""
+        then with SIGKILL); copies the cluster's logs to ``keep_logs``; removes the temp dir."""
         self.processes()
         self.cli("ray", "stop", "--force", timeout=120, check=False)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         left = self.processes_seen_alive()
         while left and time.monotonic() < deadline:  # PDEATHSIG'd engine processes take a moment
             time.sleep(0.5)
@@ -173,9 +177,10 @@ class RayCluster:
             except psutil.NoSuchProcess:
                 pass
         psutil.wait_procs(left, timeout=20)
-        serve_logs = self.temp_dir / "session_latest" / "logs" / "serve"
-        if keep_logs is not None and serve_logs.is_dir():
-            shutil.copytree(serve_logs, keep_logs, dirs_exist_ok=True)
+        logs = self.temp_dir / "session_latest" / "logs"
+        if keep_logs is not None and logs.is_dir():
+            shutil.rmtree(keep_logs, ignore_errors=True)
+            shutil.copytree(logs, keep_logs, ignore=shutil.ignore_patterns("*.sock", "events"))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         return left
 

@@ -15,6 +15,7 @@ import time
 
 import httpx
 import psutil
+import yaml
 from ray_app import APP, DEPLOY_TIMEOUT_S, DEPLOYMENT, NUM_REPLICAS, mixed_bodies
 
 from harness.load import Outcome, mixed_body, run_load, send_chat, summary
@@ -24,7 +25,7 @@ ROUNDS = 2
 CONCURRENCY = 4
 STREAM_TOKENS = 3000
 """Tokens of the stream that must outlast the start of the shutdown (the tiny model makes ~150 tokens
-per second here: ~20 s, while `serve delete` takes a few seconds to reach the replicas)."""
+per second here: ~20 s, while `serve deploy` takes a few seconds to reach the replicas)."""
 
 
 def test_readiness_through_the_proxy(cluster, deployed):
@@ -135,8 +136,8 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
     }
 
 
-def test_serve_delete_drains_in_flight_requests(cluster, deployed):
-    """Graceful shutdown (``serve delete``): a stream running on a replica while the replicas stop
+def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path):
+    """Graceful shutdown (the app removed from the Serve config): a stream running on a replica while the replicas stop
     finishes with ``[DONE]``; then every replica process and its engine processes exit on their own
     (the drain and the lifespan's engine shutdown, not Ray's kill)."""
     import threading
@@ -146,9 +147,12 @@ def test_serve_delete_drains_in_flight_requests(cluster, deployed):
         root = psutil.Process(r["pid"])
         trees += [root, *root.children(recursive=True)]
     stopping_at: list[float] = []
+    empty = tmp_path / "no_apps.yaml"
+    empty.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": cluster.serve_port}, "applications": []}))
 
     def delete_and_watch() -> None:
-        cluster.cli("serve", "delete", APP, "-y")
+        # a config without the application: Serve deletes it (stops its replicas gracefully)
+        cluster.cli("serve", "deploy", str(empty))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not stopping_at:
             try:
