@@ -44,7 +44,8 @@ class ServerSettings(BaseSettings):
     # --- model and engine ------------------------------------------------------------------------
     model: str | None = Field(
         None,
-        description="Path of a LLaVA-Interleave checkpoint in HF format. Default: the built-in tiny "
+        description="Path of a LLaVA-Interleave checkpoint folder, llava-hf or lmms-lab layout (no chat template "
+        "needed). Default: the built-in tiny "
         "checkpoint with RANDOM weights, built on first use into the cache folder "
         "(`$INTERLEAVE_CACHE_DIR`, default ~/.cache/llava-interleave-serve, folder tiny-seed0).",
     )

@@ -40,6 +40,13 @@ NUMBERS: dict[str, object] = {}
 _CLUSTER: dict[str, object] = {}
 
 
+def pytest_configure(config):
+    # Ray 2.60's own pydantic models use deprecated Field arguments; a Serve deployment object that is
+    # garbage collected outside a replica has an async __del__ nobody awaits (Ray's wrapper too).
+    config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:ray\..*")
+    config.addinivalue_line("filterwarnings", "ignore:coroutine '.*__del__' was never awaited:RuntimeWarning")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).resolve().is_relative_to(HERE):
