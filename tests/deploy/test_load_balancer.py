@@ -126,9 +126,6 @@ class Cluster:
     def access_log(self) -> Path:
         return self.nginx.log_path
 
-    def by_addr(self, addr: str) -> Replica:
-        return next(r for r in self.replicas if r.addr == addr)
-
     def start(self, replica: Replica) -> None:
         """(Re)start one replica on its port and wait for /ready."""
         replica.starts += 1
