@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.chat import ChatService
+from server.completions import router as completions_router
 from server.errors import APIError, format_loc, invalid_request
 from server.generation import InferenceEngine
 from server.lifecycle import AppState
@@ -154,6 +155,7 @@ def create_app(
     )
     app.state.interleave = state
     app.include_router(router)
+    app.include_router(completions_router)  # /v1/completions, /tokenize, /detokenize
     if settings.playground:
         app.include_router(create_playground_router())
     app.add_middleware(
