@@ -19,7 +19,8 @@ from server.media.cache import MediaCache, content_digest, content_key, frame_ke
 from server.media.fetch import Fetcher
 from server.media.image import ImageDecoder
 from server.media.threaded import decode_gop_range, gop_ranges, merge_gop_runs
-from server.media.video import VideoFrames, check_sampling, plan_video, sample_video
+from server.media.gop import PickDecoder
+from server.media.video import VideoFrames, VideoPlan, check_sampling, plan_video, sample_video
 
 __all__ = ["MediaLoader", "MediaLoaderProtocol"]
 
@@ -164,7 +165,7 @@ class MediaLoader:
         video.frames.flags.writeable = False  # shared through the cache
         return video
 
-    def _decode_range(self, plan, picks: list[int], thread_type: str):
+    def _decode_range(self, plan: VideoPlan, picks: list[int], thread_type: str) -> PickDecoder | None:
         """The picks of one GOP range decoded and resized (a worker task); None when decoding raised
         (the sequential sampler then reports or recovers)."""
         try:
