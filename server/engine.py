@@ -7,6 +7,7 @@ scene views are images too) and come out as DELTA outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -185,14 +186,8 @@ class VLLMEngine:
         structured = None
         so = options.structured
         if so is not None:
-            kwargs: dict[str, Any] = {
-                "disable_any_whitespace": so.disable_any_whitespace,
-                "disable_additional_properties": so.disable_additional_properties,
-                "whitespace_pattern": so.whitespace_pattern,
-            }
             value = list(so.value) if so.kind == "choice" else so.value
-            kwargs[so.kind] = value
-            structured = StructuredOutputsParams(**kwargs)
+            structured = StructuredOutputsParams(**{so.kind: value})
         return SamplingParams(
             n=options.n,
             max_tokens=options.max_tokens,
@@ -279,8 +274,11 @@ class VLLMEngine:
                     cached_tokens=int(cached) if cached is not None else None,
                 )
                 if first and options.prompt_logprobs is not None:
-                    step.prompt_token_ids = list(out.prompt_token_ids or ())
-                    step.prompt_logprobs = self._prompt_logprobs(out, options.prompt_logprobs)
+                    step = dataclasses.replace(
+                        step,
+                        prompt_token_ids=list(out.prompt_token_ids or ()),
+                        prompt_logprobs=self._prompt_logprobs(out, options.prompt_logprobs),
+                    )
                 first = False
                 yield step
         except (VLLMValidationError, VLLMClientError, ValueError) as exc:

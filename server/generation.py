@@ -24,15 +24,11 @@ class StructuredOutput:
         value: the schema (dict), the regex / grammar text, the choices (tuple), or True.
         param: the request field it came from (``response_format``, ``structured_outputs``,
             ``tool_choice``), named by a 400 if vLLM refuses the constraint.
-        disable_any_whitespace, disable_additional_properties, whitespace_pattern: vLLM's options.
     """
 
     kind: str
     value: Any
     param: str = "structured_outputs"
-    disable_any_whitespace: bool = False
-    disable_additional_properties: bool = False
-    whitespace_pattern: str | None = None
 
 
 @dataclass(frozen=True)

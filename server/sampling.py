@@ -2,10 +2,14 @@
 
 Structured outputs, in order of precedence:
 
-1. ``tool_choice: "required"`` or a named function: vLLM's tool-call JSON schema (:mod:`server.tools`);
+1. ``tool_choice: "required"`` or a named function: vLLM's tool-call JSON schema (:mod:`server.tools`),
+   as a compact-JSON grammar (:func:`compact_json_grammar`);
 2. ``response_format``: ``json_schema`` -> its ``schema`` (any JSON object when it gives none),
    ``json_object`` -> any JSON object, ``text`` -> no constraint;
-3. vLLM's ``structured_outputs``: ``json`` / ``regex`` / ``choice`` / ``grammar`` / ``json_object``.
+3. vLLM's ``structured_outputs``: ``json`` / ``regex`` / ``choice`` / ``grammar`` / ``json_object``;
+   ``disable_any_whitespace`` (JSON as a compact grammar) and ``disable_additional_properties``
+   (:func:`closed_objects`) are applied here because vLLM 0.32 honours them only server-wide;
+   ``whitespace_pattern`` is a 400 ``unsupported_parameter`` for the same reason.
 
 (Combining 1 with 2 or 3, or 2 with 3, is a 400 before this runs.)
 """
@@ -30,11 +34,12 @@ def structured_output(request: Any) -> StructuredOutput | None:
 
         try:
             schema = tool_constraint(request)
+            grammar = compact_json_grammar(schema)  # type: ignore[arg-type]
         except ValueError as exc:
             raise invalid_request(f"The tools cannot be turned into a constraint: {exc}", param="tools") from None
         # Compact JSON (no free whitespace between tokens): the calls are parsed by the server, not
-        # read by people, and a model cannot wander off into whitespace before closing the array.
-        return StructuredOutput("json", schema, param="tool_choice", disable_any_whitespace=True)
+        # read by people, and a model cannot wander off into whitespace before closing the call.
+        return StructuredOutput("grammar", grammar, param="tool_choice")
     rf = getattr(request, "response_format", None)
     if rf is not None and rf.type == "json_schema":
         schema = rf.json_schema.schema_
@@ -46,23 +51,56 @@ def structured_output(request: Any) -> StructuredOutput | None:
     so: StructuredOutputs | None = getattr(request, "structured_outputs", None)
     if so is None:
         return None
+    json_schema = so.json_
+    if isinstance(json_schema, dict) and so.disable_additional_properties:
+        json_schema = closed_objects(json_schema)
+    if so.disable_any_whitespace and (json_schema is not None or so.json_object):
+        return StructuredOutput("grammar", compact_json_grammar(json_schema or {"type": "object"}), param="structured_outputs")
     for kind, value in (
-        ("json", so.json_),
+        ("json", json_schema),
         ("regex", so.regex),
         ("choice", tuple(so.choice) if so.choice is not None else None),
         ("grammar", so.grammar),
         ("json_object", so.json_object),
     ):
         if value is not None:
-            return StructuredOutput(
-                kind,
-                value,
-                param="structured_outputs",
-                disable_any_whitespace=so.disable_any_whitespace,
-                disable_additional_properties=so.disable_additional_properties,
-                whitespace_pattern=so.whitespace_pattern,
-            )
+            return StructuredOutput(kind, value, param="structured_outputs")
     return None
+
+
+def compact_json_grammar(schema: dict[str, Any]) -> str:
+    """The EBNF grammar (xgrammar's, vLLM's default structured-output backend) of ``schema`` as
+    compact JSON: no whitespace between tokens, separators ``,`` and ``:``.
+
+    vLLM 0.32 reads ``disable_any_whitespace`` only from the server-wide structured-outputs config,
+    not per request, so a per-request compact constraint is sent to vLLM as this grammar.
+
+    Raises:
+        ValueError: xgrammar cannot convert the schema.
+    """
+    import json
+
+    import xgrammar
+
+    try:
+        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
+    except Exception as exc:  # xgrammar raises RuntimeError / ValueError subclasses
+        raise ValueError(f"the JSON schema cannot be turned into a grammar: {exc}") from None
+    return str(grammar)
+
+
+def closed_objects(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object schema that declares
+    ``properties`` and says nothing about additional ones (vLLM's ``disable_additional_properties``,
+    which vLLM 0.32 reads only server-wide)."""
+    if isinstance(schema, list):
+        return [closed_objects(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed_objects(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 def sampling_options(request: Any, *, max_tokens: int, logprobs: int | None) -> SamplingOptions:

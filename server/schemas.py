@@ -527,6 +527,12 @@ def check_unsupported(body: dict[str, Any], table: dict[str, tuple[Any, str]]) -
     so = body.get("structured_outputs")
     if isinstance(so, dict) and so.get("structural_tag") is not None:
         raise unsupported_parameter("structured_outputs.structural_tag", "structural tags are not implemented")
+    if isinstance(so, dict) and so.get("whitespace_pattern") is not None:
+        raise unsupported_parameter(
+            "structured_outputs.whitespace_pattern",
+            "vLLM 0.32's structured-output backends take no per-request whitespace pattern; "
+            "disable_any_whitespace is supported",
+        )
     tools = body.get("tools")
     if isinstance(tools, list):
         for k, tool in enumerate(tools):

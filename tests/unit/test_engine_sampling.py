@@ -61,3 +61,14 @@ def test_scheduling_policy_flag_reaches_engine_args():
     args = build_engine_args(ServerSettings(scheduling_policy="priority"), Path("/x"))
     assert args.scheduling_policy == "priority"
     assert build_engine_args(ServerSettings(), Path("/x")).scheduling_policy == "fcfs"
+
+
+def test_disable_additional_properties_closes_every_declared_object():
+    from server.sampling import closed_objects
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}},
+              "$defs": {"x": {"type": "object", "properties": {}, "additionalProperties": True}}}
+    closed = closed_objects(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["a"]["additionalProperties"] is False
+    assert closed["$defs"]["x"]["additionalProperties"] is True  # an explicit choice stays

@@ -133,6 +133,7 @@ async def test_defaults_of_unsupported_fields_and_unknown_fields_are_fine():
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"structured_outputs": {"regex": "("}}, "structured_outputs"),
         ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
+        ({"structured_outputs": {"json": {"type": "object"}, "whitespace_pattern": " "}}, "structured_outputs.whitespace_pattern"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
         ({"tools": []}, "tools"),
@@ -173,6 +174,22 @@ async def test_stream_n2_logprobs_usage_validates():
         assert all("usage" in c for c in chunks)
         finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
         assert sorted(c["choices"][0]["index"] for c in finals) == [0, 1]
+
+
+def _matches(grammar: str, text: str) -> bool:
+    import xgrammar
+
+    compiled = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo([])).compile_grammar(xgrammar.Grammar.from_ebnf(grammar))
+    matcher = xgrammar.GrammarMatcher(compiled, terminate_without_stop_token=True)
+    return matcher.accept_string(text) and matcher.is_terminated()
+
+
+def _assert_grammar_accepts(grammar: str, text: str) -> None:
+    assert _matches(grammar, text), text
+
+
+def _assert_grammar_rejects(grammar: str, text: str) -> None:
+    assert not _matches(grammar, text), text
 
 
 def _tool_script():
@@ -217,7 +234,10 @@ async def test_required_tool_call_is_constrained_and_parsed():
         async with running_app(engine=engine) as h:
             r = await _post(h, {"messages": USER, "tools": [WEATHER], "tool_choice": "required", "max_tokens": 20, "stream": stream})
             so = engine.calls[0]["options"].structured
-            assert so.kind == "json" and so.value["type"] == "array" and so.param == "tool_choice"
+            assert so.kind == "grammar" and so.param == "tool_choice"
+            _assert_grammar_accepts(so.value, '[{"name":"get_weather","parameters":{"city":"Rome"}}]')
+            _assert_grammar_rejects(so.value, '[{"name": "get_weather","parameters":{"city":"Rome"}}]')  # compact
+            _assert_grammar_rejects(so.value, '[{"name":"nope","parameters":{"city":"Rome"}}]')
             if stream:
                 chunks = validate_sse(r.text)
                 calls = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls") or []]
@@ -240,7 +260,8 @@ async def test_named_tool_choice_constrains_to_the_parameters():
         )
         validate("CreateChatCompletionResponse", r.json())
         so = engine.calls[0]["options"].structured
-        assert so.value == WEATHER["function"]["parameters"]
+        _assert_grammar_accepts(so.value, '{"city":"Oslo"}')
+        _assert_grammar_rejects(so.value, '{"town":"Oslo"}')
         call = r.json()["choices"][0]["message"]["tool_calls"][0]
         assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
         assert r.json()["choices"][0]["finish_reason"] == "stop"
@@ -295,7 +316,7 @@ async def test_structured_outputs_extension_and_json_object():
     engine = FakeEngine()
     async with running_app(engine=engine) as h:
         for so, kind in (({"choice": ["a", "b"]}, "choice"), ({"regex": "[ab]+"}, "regex"), ({"grammar": 'root ::= "a"'}, "grammar"),
-                         ({"json": {"type": "object"}}, "json")):
+                         ({"json": {"type": "object"}}, "json"), ({"json": {"type": "object"}, "disable_any_whitespace": True}, "grammar")):
             r = await _post(h, {"messages": USER, "max_tokens": 2, "structured_outputs": so})
             assert r.status_code == 200, r.text
             assert engine.calls[-1]["options"].structured.kind == kind
