@@ -194,7 +194,8 @@ class PickDecoder:
         """Demux and decode forward, taking wanted frames as they come.
 
         Returns "done" (all taken, or the end of the stream), "again" (seek for the next wanted
-        frame) or "overshot" (a seek landed after its target even by dts).
+        frame), "overshot" (a seek landed after its target even by dts) or "damaged" (a packet
+        failed to decode in the fast pass: the caller decodes again carefully).
         """
         wanted = self.wanted
         target = wanted[self._i]
@@ -209,6 +210,12 @@ class PickDecoder:
                 frames = packet.decode()
             except AV_ERRORS:
                 self.errors += 1
+                if not self.careful:
+                    # Damaged data: stop here, the caller decodes again carefully. A frame-threaded
+                    # decoder must not be used on after an error: FFmpeg's VP9 decoder crashes
+                    # (a null call in a frame thread) when one that hit errors is flushed by a seek
+                    # and fed again.
+                    return "damaged"
                 continue  # a damaged packet: skip it, the decoder resynchronises
             for frame in frames:
                 self.decoded += 1
