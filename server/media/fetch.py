@@ -199,7 +199,7 @@ class Fetcher:
                 )
             except (socket.gaierror, UnicodeError, OSError):
                 raise MediaError(f"the host of {shown_url(str(url))} cannot be resolved") from None
-            ips = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+            ips = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         if not ips:
             raise MediaError(f"the host of {shown_url(str(url))} cannot be resolved")
         refused = [ip for ip in ips if not self._policy.allows(host, ip)]

@@ -117,11 +117,12 @@ class ImageDecoder:
             if getattr(img, "is_animated", False):
                 img.seek(0)
             img.load()
+            shown: Image.Image = img
             try:
-                img = ImageOps.exif_transpose(img)
+                shown = ImageOps.exif_transpose(img)
             except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
                 pass
-            return to_rgb(img)
+            return to_rgb(shown)
         except _BOMB:
             raise MediaError(too_many) from None
         except Exception as exc:  # noqa: BLE001 - truncated / corrupt data, unsupported mode
