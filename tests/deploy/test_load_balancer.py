@@ -465,6 +465,7 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         **{"in flight on the draining replica": len(in_flight_on_victim),
            "of them streams": sum(s.stream for s in in_flight_on_victim),
            "started after /ready turned 503": len(after),
+           "signal to last in-flight done s": f"{max((s.end for s in in_flight_on_victim), default=t_term) - t_term:.2f}",
            "signal to exit s": f"{exited.get('at', float('nan')) - t_term:.1f}",
            "exit code": exited.get("code")},
     )
