@@ -6,10 +6,11 @@ refused address, a malformed container, stream or frame, a video without a decod
 raise `MediaError`, which the server maps to HTTP 400; its message says what is wrong in plain
 words and names the URL (data: URLs truncated).
 
-Modules: `image` (decode, modes, EXIF, pixel limit), `video` (the sampler) with `gop` (its
-GOP-aware frame decoder), `fetch` (URLs and the SSRF policy), `loader` (the async `MediaLoader`),
-`base` (`MediaError`, `MediaLimits`). Pure, synchronous entry points: `decode_image(bytes)` and
-`sample_video(bytes | path)`.
+Modules: `image` (decode, modes, EXIF, pixel limit), `video` (the sampler) with `gop` (the checked
+stream, the demux probe, the GOP-aware pick decoder) and `threaded` (GOP ranges on several
+threads), `fetch` (URLs and the SSRF policy), `cache` (decoded media by content), `loader` (the
+async `MediaLoader`, typed for the server as `MediaLoaderProtocol`), `base` (`MediaError`,
+`MediaLimits`). Pure, synchronous entry points: `decode_image(bytes)` and `sample_video(bytes | path)`.
 """
 
 from server.media.base import MediaError, MediaLimits
