@@ -401,15 +401,26 @@
   function showApiError(err, sources) {
     const where = placeError(err, sources);
     const status = err.status ? ` (HTTP ${err.status}${err.code ? ", " + err.code : ""})` : "";
-    showFormError(where ? `The server refused the request${status}: see the message next to ${where}.` : `The server refused the request${status}: ${err.message}`);
+    showFormError(where ? `The server refused the request${status}: see the message next to ${where}.` : `The server refused the request${status}: ${readable(err)}`);
+  }
+
+  // The server's message without the echo of the param and of a data: URL it starts with, then the
+  // param in brackets: "The data is not a video in a format we can read (messages[2].content[0])".
+  function readable(err) {
+    let text = err.message;
+    if (err.param && text.startsWith(err.param + ": ")) text = text.slice(err.param.length + 2);
+    text = text.replace(/^data:[^\s,]*,\S*?(?:\.\.\.|…)?:\s+/, "");
+    text = text.charAt(0).toUpperCase() + text.slice(1);
+    return err.param ? `${text} (${err.param})` : text;
   }
 
   // Puts the message next to the part/field the `param` names; returns what it was put next to.
   function placeError(err, sources) {
+    const message = readable(err);
     const param = err.param || "";
     const field = FIELD_OF_PARAM[param];
     if (field) {
-      showFieldError(field, err.message);
+      showFieldError(field, message);
       return `“${document.querySelector(`label[for="${field}"]`).textContent}”`;
     }
     const m = /^messages\[(\d+)\]\.content\[(\d+)\]/.exec(param);
@@ -419,12 +430,12 @@
     if (i === state.conversation.length) {
       const source = sources[j];
       if (source === "message") {
-        showFieldError("message", err.message);
+        showFieldError("message", message);
         return "the message";
       }
       if (source) {
-        source.error = err.message;
-        if (/\.num_frames$/.test(param)) showFieldError("num-frames", err.message);
+        source.error = message;
+        if (/\.num_frames$/.test(param)) showFieldError("num-frames", message);
         renderParts();
         return describe(source, state.parts.indexOf(source)).title;
       }
@@ -434,7 +445,7 @@
     const target = turn && (turn.partEls[j] || turn.el);
     if (!target) return null;
     target.classList.add("invalid");
-    target.append(el("p", { class: "error", role: "alert", text: err.message }));
+    target.append(el("p", { class: "error", role: "alert", text: message }));
     return `part ${j + 1} of message ${i + 1} in the conversation`;
   }
 
