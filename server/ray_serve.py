@@ -169,8 +169,8 @@ class _Ingress:
         from server.engine_process import mark_api_process
 
         self.settings = settings_from_args(args)
-        # The server's log lines go to the replica's log file (Ray Serve configures only its own
-        # "ray.serve" logger).
+        # The server's log lines go through Ray Serve's handlers (Serve configures only its own
+        # "ray.serve" logger): tagged with the replica's id, on the replica's stderr.
         server_logger = logging.getLogger("server")
         server_logger.setLevel(self.settings.log_level.upper())
         for handler in logging.getLogger("ray.serve").handlers:

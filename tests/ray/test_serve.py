@@ -137,51 +137,50 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
 
 
 def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path):
-    """Graceful shutdown (the app removed from the Serve config): a stream running on a replica while the replicas stop
-    finishes with ``[DONE]``; then every replica process and its engine processes exit on their own
-    (the drain and the lifespan's engine shutdown, not Ray's kill)."""
+    """Graceful shutdown (the app removed from the Serve config): a stream that runs on a replica when
+    the app is removed finishes with ``[DONE]`` while its replica waits; then every replica process
+    and its engine processes exit on their own (the drain and the lifespan's engine shutdown)."""
     import threading
 
+    pids = {r["replica_id"]: r["pid"] for r in cluster.replicas(APP, DEPLOYMENT)}
     trees = []
-    for r in cluster.replicas(APP, DEPLOYMENT):
-        root = psutil.Process(r["pid"])
+    for pid in pids.values():
+        root = psutil.Process(pid)
         trees += [root, *root.children(recursive=True)]
-    stopping_at: list[float] = []
     empty = tmp_path / "no_apps.yaml"
     empty.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": cluster.serve_port}, "applications": []}))
+    removed_at: list[float] = []
+    statuses: set[str] = set()
 
-    def delete_and_watch() -> None:
-        # a config without the application: Serve deletes it (stops its replicas gracefully)
+    def remove_the_app() -> None:
+        # a config without the application: Serve deletes it, stopping its replicas gracefully
         cluster.cli("serve", "deploy", str(empty))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not stopping_at:
-            try:
-                states = {r.get("state") for r in cluster.replicas(APP, DEPLOYMENT)}
-            except httpx.HTTPError:
-                states = set()
-            if "STOPPING" in states:
-                stopping_at.append(time.perf_counter())
-            time.sleep(0.2)
+        removed_at.append(time.perf_counter())
+        statuses.add(cluster.app_status(APP))
 
-    deleter = threading.Thread(target=delete_and_watch)
+    remover = threading.Thread(target=remove_the_app)
     outcome = Outcome(0, stream=True)
     with httpx.Client(base_url=cluster.serve_url, timeout=300) as client:
         body = mixed_body(0, max_tokens=STREAM_TOKENS, stream=True)
         with client.stream("POST", "/v1/chat/completions", json=body) as resp:
             outcome.status = resp.status_code
+            serving = psutil.Process(pids[resp.headers[REPLICA_HEADER]])
             for line in resp.iter_lines():
                 if not line.startswith("data: "):
                     continue
-                if deleter.ident is None:  # first event: the request runs on a replica; stop the app
-                    deleter.start()
+                if remover.ident is None:  # first event: the request runs on a replica; remove the app
+                    remover.start()
                 if line == "data: [DONE]":
                     outcome.done = True
                     break
                 if '"error"' in line:
                     outcome.error = line
     done_at = time.perf_counter()
-    deleter.join(timeout=300)
+    serving_alive_at_done = serving.is_running()
+    remover.join(timeout=300)
     assert outcome.status == 200 and outcome.done and outcome.error is None, outcome
-    assert stopping_at and stopping_at[0] < done_at, "the stream ended before a replica was stopping"
+    assert removed_at and removed_at[0] < done_at, "the stream ended before the app was removed"
+    assert statuses <= {"DELETING", "NOT_STARTED"}, statuses
+    assert serving_alive_at_done, "the replica serving the stream stopped before the stream ended"
     gone, alive = psutil.wait_procs(trees, timeout=120)
-    assert not alive, f"still running after serve delete: {alive}"
+    assert not alive, f"still running after the app was removed: {alive}"
