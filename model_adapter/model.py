@@ -568,12 +568,16 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         seen: set[str] = set()
         vision_layers = int(self.config.vision_config.num_hidden_layers)
         stored_layers = int(getattr(self.config, "vision_tower_num_layers", None) or vision_layers)
+        top_level = {name for name, _ in self.named_children()}
 
         def record(stream: Iterable[tuple[str, torch.Tensor]]):
             for name, tensor in stream:
                 if is_unused_tensor(name, vision_layers=vision_layers, stored_vision_layers=stored_layers):
                     continue  # lmms-lab: the 27th SigLIP layer and image_newline
                 canonical = canonical_key(name)
+                if canonical.split(".", 1)[0] not in top_level:
+                    # vLLM's loader would name only the first part ("model")
+                    raise ValueError(f"unexpected tensor {name!r}: not a tensor of a LLaVA-Interleave checkpoint")
                 layer = vision_layer_index(canonical)
                 if layer is not None and layer >= stored_layers:
                     # vLLM's SigLIP loader would drop it silently
