@@ -104,10 +104,14 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
-ENGINE_SHUTDOWN_TIMEOUT_SECONDS = 20.0
-"""Grace the engine core gets to stop (vLLM's default is 5 s, the same as the engine core's own grace
-for its workers, VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS: on a busy host the engine core was killed while
-waiting for its worker, leaving a shared-memory segment and an EngineDeadError traceback behind)."""
+WORKER_SHUTDOWN_TIMEOUT_SECONDS = 15
+"""Grace the engine core gives its worker processes to stop (``VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS``,
+vLLM's default 5 s) before it signals them: a worker tearing down torch.distributed on a busy host took
+longer, was killed, and the engine core's exit then logged an EngineDeadError traceback."""
+
+ENGINE_SHUTDOWN_TIMEOUT_SECONDS = 30.0
+"""Grace the engine core gets to stop (vLLM's default is 5 s, no more than its own grace for its
+workers: on a busy host it was killed mid-teardown, leaking a shared-memory segment)."""
 
 _ASYNC_LLM_CLASS: Any = None
 
@@ -156,6 +160,8 @@ class VLLMEngine:
         from vllm.usage.usage_lib import UsageContext
 
         model_adapter.register()
+        # Read by the engine core process, which inherits the environment.
+        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(WORKER_SHUTDOWN_TIMEOUT_SECONDS))
         args = build_engine_args(settings, model_path)
         # The defaults vLLM's own OpenAI server gets (on GPUs a larger scheduler token budget).
         vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
