@@ -93,6 +93,8 @@ def _lone_surrogate_path(value: object, path: str = "") -> str | None:
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
+            if item.isascii():  # O(1) in CPython: no surrogate; skips copying a 12 MB data: URL
+                continue
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
