@@ -16,13 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 MAX_MODEL_LEN = 8192
 
 
-def pytest_collection_modifyitems(config, items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.adapter)
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     """The built-in tiny random-weight checkpoint (built once into the repo's .cache)."""

@@ -42,12 +42,6 @@ BASE_URL = f"http://127.0.0.1:{PORT}"
 os.environ["INTERLEAVE_TEST_BASE_URL"] = BASE_URL + "/v1"
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-
-
 @dataclass
 class LiveServer:
     base_url: str

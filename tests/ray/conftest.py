@@ -47,12 +47,6 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:coroutine '.*__del__' was never awaited:RuntimeWarning")
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
-            item.add_marker(pytest.mark.ray)
-
-
 @pytest.fixture(scope="session")
 def numbers() -> dict[str, object]:
     return NUMBERS

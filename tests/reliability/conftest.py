@@ -23,12 +23,6 @@ overload test's (96)."""
 MAX_IMAGES_IN_FLIGHT = 320
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
-            item.add_marker(pytest.mark.reliability)
-
-
 @pytest.fixture(scope="session")
 def reliability_server(tmp_path_factory, tiny_checkpoint_path) -> RunningServer:
     """The shared server of the reliability suite (admission bound 20 requests / 320 images)."""
