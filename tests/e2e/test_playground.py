@@ -41,8 +41,20 @@ TOKENS_PER_IMAGE = 729  # (384 / 14)^2 SigLIP patches per image, frame or view
 NUM_FRAMES = 4
 STREAM_TIMEOUT_MS = 180_000  # a prefill of ~6,000 tokens on 2 shared CPU cores, with room
 INTERACTIVE_ROLES = {
-    "button", "textbox", "combobox", "spinbutton", "checkbox", "radio", "slider", "link", "listbox",
-    "searchbox", "menuitem", "switch", "tab", "option",
+    "button",
+    "textbox",
+    "combobox",
+    "spinbutton",
+    "checkbox",
+    "radio",
+    "slider",
+    "link",
+    "listbox",
+    "searchbox",
+    "menuitem",
+    "switch",
+    "tab",
+    "option",
 }
 
 
@@ -57,7 +69,9 @@ def chromium_executable() -> Path:
         subprocess.run(["apt-get", *lock, "update"], check=True, env=env, timeout=900)
         subprocess.run(
             ["apt-get", *lock, "install", "-y", "--no-install-recommends", "chromium"],
-            check=True, env=env, timeout=1800,
+            check=True,
+            env=env,
+            timeout=1800,
         )
     assert CHROMIUM.exists(), f"apt-get did not install {CHROMIUM}"
     return CHROMIUM
@@ -92,7 +106,9 @@ def _media_files(folder: Path) -> dict[str, Path]:
 
 def _drop_files(page: Page, selector: str, files: list[Path], mime: str) -> None:
     """Drag-and-drop ``files`` onto ``selector`` the way a person does: a DataTransfer with File objects."""
-    payload = [{"name": f.name, "b64": base64.b64encode(f.read_bytes()).decode(), "mime": mime} for f in files]
+    payload = [
+        {"name": f.name, "b64": base64.b64encode(f.read_bytes()).decode(), "mime": mime} for f in files
+    ]
     transfer = page.evaluate_handle(
         """(files) => {
             const dt = new DataTransfer();
@@ -160,7 +176,9 @@ def _unnamed_controls(page: Page) -> tuple[list[dict], int]:
             continue
         if not str((node.get("name") or {}).get("value") or "").strip():
             missing.append({"role": role, "node": node.get("backendDOMNodeId")})
-    return missing, sum(1 for n in nodes if (n.get("role") or {}).get("value") in INTERACTIVE_ROLES and not n.get("ignored"))
+    return missing, sum(
+        1 for n in nodes if (n.get("role") or {}).get("value") in INTERACTIVE_ROLES and not n.get("ignored")
+    )
 
 
 def _tab_order(page: Page, last_id: str, max_presses: int = 60) -> list[dict]:
@@ -194,7 +212,12 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
     outside = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((live_server.base_url, "data:", "blob:")) else None)
+    page.on(
+        "request",
+        lambda r: (
+            outside.append(r.url) if not r.url.startswith((live_server.base_url, "data:", "blob:")) else None
+        ),
+    )
     try:
         # --- the page: / redirects, the model name shows -----------------------------------------
         page.goto(live_server.base_url + "/")
@@ -207,10 +230,17 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
         page.set_input_files("#image-input", [files["red.png"], files["blue.png"]])
         page.set_input_files("#video-input", files["clip.mp4"])
         _drop_files(page, "#drop-scene", [files["front.png"], files["back.png"]], "image/png")
-        assert _part_titles(page) == ["Image 1: red.png", "Image 2: blue.png", "Video 3: clip.mp4", "Scene 4: 2 views"]
+        assert _part_titles(page) == [
+            "Image 1: red.png",
+            "Image 2: blue.png",
+            "Video 3: clip.mp4",
+            "Scene 4: 2 views",
+        ]
         # thumbnails: the images, a poster frame drawn from the video, every scene view
         expect(page.locator('[data-kind="image"] img')).to_have_count(2)
-        expect(page.locator('[data-kind="video"] img')).to_have_attribute("src", re.compile(r"^data:image/jpeg"))
+        expect(page.locator('[data-kind="video"] img')).to_have_attribute(
+            "src", re.compile(r"^data:image/jpeg")
+        )
         expect(page.locator('[data-kind="scene"] img')).to_have_count(2)
         page.get_by_label("Label of view 1 (front.png) of scene 4, optional").fill("front")
         page.get_by_label("Label of view 2 (back.png) of scene 4, optional").fill("back")
@@ -233,7 +263,9 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
         _watch_answer_updates(page)
         body = _send_and_capture(page)
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-        assert body["max_tokens"] == 12 and body["temperature"] == 0 and body["image_placement"] == "interleaved"
+        assert (
+            body["max_tokens"] == 12 and body["temperature"] == 0 and body["image_placement"] == "interleaved"
+        )
         assert len(body["messages"]) == 1
         content = body["messages"][0]["content"]
         assert [p["type"] for p in content] == ["image_url", "image_url", "video_url", "scene_views", "text"]
@@ -316,9 +348,22 @@ def test_playground_in_a_real_browser(live_server, browser, tmp_path):
         assert missing == [], f"controls without an accessible name: {missing}"
         order = _tab_order(page, "send")
         reached = {e["id"] or e["label"] for e in order}
-        for control in ["api-key", "new-chat", "add-images", "add-videos", "add-scene", "add-text", "message",
-                        "image-placement", "num-frames", "max-tokens", "temperature", "send",
-                        "Remove Image 1: red.png", "Text part 2"]:
+        for control in [
+            "api-key",
+            "new-chat",
+            "add-images",
+            "add-videos",
+            "add-scene",
+            "add-text",
+            "message",
+            "image-placement",
+            "num-frames",
+            "max-tokens",
+            "temperature",
+            "send",
+            "Remove Image 1: red.png",
+            "Text part 2",
+        ]:
             assert control in reached, f"{control} is not reachable with Tab (order: {order})"
         no_ring = [e for e in order if e["outline"] == "none" or e["width"] < 2]
         assert no_ring == [], f"focused without a visible focus ring: {no_ring}"

@@ -32,7 +32,10 @@ async def test_every_asset_the_page_names_is_served_from_the_package():
         html = (await h.client.get("/playground")).text
         assets = [u for u in re.findall(r'(?:src|href)="([^"]+)"', html) if not u.startswith("data:")]
         assert sorted(assets) == ["/playground/static/app.js", "/playground/static/style.css"]
-        for url, kind in [("/playground/static/app.js", "text/javascript"), ("/playground/static/style.css", "text/css")]:
+        for url, kind in [
+            ("/playground/static/app.js", "text/javascript"),
+            ("/playground/static/style.css", "text/css"),
+        ]:
             resp = await h.client.get(url)
             assert resp.status_code == 200, url
             assert resp.headers["content-type"].startswith(kind)
