@@ -72,30 +72,54 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
     survivor_ids = {r["replica_id"] for r in deployed[1:]}
     children = psutil.Process(victim["pid"]).children(recursive=True)  # its engine core and worker
     kill_at: list[float] = []
+    probe: dict[str, object] = {}
+
+    async def kill_while_it_streams(client: httpx.AsyncClient, url: str) -> None:
+        """Open long streams until one runs on the victim; at its first chunk, SIGKILL the victim."""
+        for k in range(20):
+            body = mixed_body(k, max_tokens=STREAM_TOKENS, stream=True)
+            async with client.stream("POST", url, json=body) as resp:
+                if resp.headers.get(REPLICA_HEADER) != victim["replica_id"]:
+                    continue  # on the survivor: closing it aborts it; try again
+                events = 0
+                try:
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        events += 1
+                        if events == 1:
+                            os.kill(victim["pid"], signal.SIGKILL)
+                            kill_at.append(time.perf_counter())
+                        if line == "data: [DONE]":
+                            probe["done"] = True
+                except httpx.HTTPError as exc:
+                    probe["error"] = repr(exc)
+                probe["events"] = events
+                return
 
     async def load() -> list[Outcome]:
         url = cluster.serve_url + "/v1/chat/completions"
         bodies = [mixed_body(k, max_tokens=24) for k in range(16)]
-        sem = asyncio.Semaphore(CONCURRENCY)
-        done = 0
+        sem = asyncio.Semaphore(CONCURRENCY - 1)
 
         async with httpx.AsyncClient(timeout=300) as client:
 
             async def one(k: int) -> Outcome:
-                nonlocal done
                 async with sem:
-                    out = await send_chat(client, url, bodies[k], k)
-                done += 1
-                if done == 4 and not kill_at:  # mid-load: 4 answered, the rest running or waiting
-                    os.kill(victim["pid"], signal.SIGKILL)
-                    kill_at.append(time.perf_counter())
-                return out
+                    if k >= 4 and not kill_at:  # mid-load: the first requests ran before the kill
+                        await killer
+                    return await send_chat(client, url, bodies[k], k)
 
-            return list(await asyncio.gather(*(one(k) for k in range(len(bodies)))))
+            killer = asyncio.ensure_future(kill_while_it_streams(client, url))
+            outs = list(await asyncio.gather(*(one(k) for k in range(len(bodies)))))
+            await killer
+            return outs
 
     outcomes = asyncio.run(load())
-    assert kill_at, "the replica was never killed"
+    assert kill_at, "no probe stream ran on the victim in 20 tries"
     t_kill = kill_at[0]
+    # the stream running on the killed replica did not complete
+    assert not probe.get("done"), probe
     started_after = [o for o in outcomes if o.started > t_kill]
     assert started_after, "no request started after the kill"
     late_failures = [o for o in started_after if not o.ok]
@@ -131,6 +155,7 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
     numbers["kill one replica mid-load"] = {
         **summary(outcomes),
         "failed (running on the killed replica)": len(failures),
+        "the stream running on the killed replica": f"cut after {probe.get('events')} events",
         "started after the kill (all ok)": len(started_after),
         "replacement RUNNING after (s)": round(replaced_s, 1),
     }
