@@ -8,6 +8,7 @@ scene views are images too) and come out as DELTA outputs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -62,6 +63,46 @@ def served_model_name(settings: ServerSettings, model_path: Path) -> str:
     return Path(settings.model).name or str(settings.model)
 
 
+def checkpoint_dtype(model_path: Path) -> str | None:
+    """The ``torch_dtype`` (transformers 5: ``dtype``) a checkpoint's ``config.json`` names, e.g.
+    ``"float32"``; None when it names none or cannot be read."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config") or {}):
+        value = section.get("torch_dtype") or section.get("dtype")
+        if isinstance(value, str):
+            return value.removeprefix("torch.")
+    return None
+
+
+def resolve_dtype(settings_dtype: str, model_path: Path) -> str:
+    """``--dtype`` as given to vLLM. ``auto`` on the CPU build becomes the checkpoint's own dtype
+    when the CPU supports it.
+
+    vLLM's ``auto`` casts float32 checkpoints down to the platform's first 16-bit dtype (bfloat16 on
+    CPU) and then logs one "Attempted to load weight ... float32 into parameter ... bfloat16" warning
+    per weight while loading (38 for the tiny model, hundreds for a real one). On CPU there is no
+    memory reason for that cast, so ``auto`` keeps the checkpoint's dtype there (no cast, no
+    warnings); on GPUs ``auto`` stays vLLM's choice.
+    """
+    if settings_dtype != "auto":
+        return settings_dtype
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return settings_dtype
+    import torch
+
+    name = checkpoint_dtype(model_path)
+    dtype = getattr(torch, name, None) if name else None
+    if isinstance(dtype, torch.dtype) and dtype in current_platform.supported_dtypes:
+        logger.info("--dtype auto on CPU: serving in the checkpoint's dtype, %s", name)
+        return str(name)
+    return settings_dtype
+
+
 def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     """``AsyncEngineArgs`` from the settings (the adapter's ``hf_overrides`` included)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -69,7 +110,7 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
     kwargs: dict[str, Any] = dict(
         model=str(model_path),
         served_model_name=[served_model_name(settings, model_path)],
-        dtype=settings.dtype,
+        dtype=resolve_dtype(settings.dtype, model_path),
         max_model_len=settings.max_model_len,
         tensor_parallel_size=settings.tensor_parallel_size,
         pipeline_parallel_size=settings.pipeline_parallel_size,
@@ -363,6 +404,12 @@ class VLLMEngine:
         llm, self.llm = self.llm, None
         if llm is None:
             return
+        # Stop reading engine outputs first: vLLM's shutdown stops the engine core and only then
+        # cancels its output handler, which meanwhile sees the engine core go away and logs an
+        # EngineDeadError traceback. Nothing is in flight any more when the server shuts down.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.get_loop().call_soon_threadsafe(handler.cancel)
         try:
             llm.shutdown(timeout=ENGINE_SHUTDOWN_TIMEOUT_SECONDS)
         except Exception:
