@@ -5,4 +5,10 @@ Request path: ``cli`` -> ``settings`` -> ``app`` (lifespan, engine) -> ``routes`
 ``errors``, ``auth`` beside them. Importing this package does not import vLLM.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("llava-interleave-serve")
+    """The installed distribution's version (pyproject.toml ``[project].version``: the one place it is written)."""
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"

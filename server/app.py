@@ -20,11 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server import __version__
 from server.chat import ChatService
 from server.completions import router as completions_router
 from server.errors import APIError, format_loc, invalid_request
 from server.generation import InferenceEngine
 from server.lifecycle import AppState
+from server.logs import REQUEST_ERROR_KEY
 from server.metrics import ServerMetrics, default_metrics
 from server.middleware import RequestContextMiddleware
 from server.playground import create_router as create_playground_router
@@ -148,7 +150,7 @@ def create_app(
     app = FastAPI(
         title="LLaVA-NeXT-Interleave server",
         description="OpenAI-compatible chat completions with interleaved images, videos and 3D scenes.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -168,6 +170,7 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = exc.code or exc.type  # the request's log line
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -175,6 +178,7 @@ def create_app(
         errors = exc.errors()
         loc = [x for x in (errors[0].get("loc", ()) if errors else ()) if x not in ("body", "query", "path")]
         err = invalid_request(str(errors[0].get("msg")) if errors else "Invalid request.", param=format_loc(loc))
+        request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = err.code or err.type
         return JSONResponse(err.to_dict(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -213,6 +217,19 @@ async def _watch_engine(
         on_fatal(RuntimeError(reason))
 
 
+LOAD_PROGRESS_INTERVAL_SECONDS = 10.0
+"""While the engine loads (30-100 s on 2 CPU cores), a progress line this often."""
+
+
+async def _log_load_progress() -> None:
+    """Log "still loading the engine (N s)" every :data:`LOAD_PROGRESS_INTERVAL_SECONDS` until cancelled."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        await asyncio.sleep(LOAD_PROGRESS_INTERVAL_SECONDS)
+        logger.info("still loading the engine (%.0f s)", loop.time() - start)
+
+
 async def _load(
     state: AppState,
     model_loader: ModelLoader,
@@ -220,6 +237,7 @@ async def _load(
     on_fatal: Callable[[BaseException], None] | None,
 ) -> None:
     settings = state.settings
+    progress = asyncio.create_task(_log_load_progress())
     try:
         engine, builder = await asyncio.to_thread(model_loader, settings)
     except Exception as exc:  # noqa: BLE001 - reported, and the process told to exit
@@ -229,6 +247,8 @@ async def _load(
         if on_fatal is not None:
             on_fatal(exc)
         return
+    finally:
+        progress.cancel()
     state.engine = engine
     # Images and frames are resized to the model's input side while decoding (same pixels as the
     # model's own preprocessing; bounds the memory a request holds).

@@ -20,6 +20,7 @@ from PIL import Image
 
 from server.chat_output import ChunkWriter, build_completion, stream_events
 from server.errors import APIError, internal_error, invalid_request
+from server.logs import request_stats
 from server.generation import (
     EngineFailure,
     EngineRequestError,
@@ -160,6 +161,16 @@ class ChatService:
         )
         images = [img for group in media for img in group]
         uuids = [key for _, keys in loaded for key in keys]
+        stats = request_stats()  # the request's log line
+        stats.prompt_tokens, stats.visual_tokens = prompt.prompt_tokens, prompt.visual_tokens
+        for part, items in zip(plan, media, strict=True):
+            if part.kind == "image":
+                stats.images += 1
+            elif part.kind == "video":
+                stats.videos += 1
+                stats.frames += len(items)
+            else:
+                stats.scene_views += len(items)
         if len(images) != prompt.num_images:  # an invariant of the builder, never user input
             raise internal_error("image placeholders do not match the images")
         options = sampling_options(
@@ -278,6 +289,7 @@ class ChatService:
         first = True
         last_token_time: dict[int, float] = {}
         prompt_counted = False
+        stats = request_stats()
         try:
             async for step in self.engine.generate(
                 prepared.id,
@@ -289,13 +301,16 @@ class ChatService:
                 now = time.perf_counter()
                 if not prompt_counted:
                     self.metrics.prompt_tokens.inc(step.prompt_tokens)
+                    stats.prompt_tokens = step.prompt_tokens or stats.prompt_tokens
                     prompt_counted = True
                 for d in step.deltas:
                     if d.num_tokens <= 0:
                         continue
                     self.metrics.generation_tokens.inc(d.num_tokens)
+                    stats.completion_tokens += d.num_tokens
                     if first:
                         self.metrics.ttft.observe(now - prepared.arrival)
+                        stats.first_token_seconds = now - prepared.arrival
                         first = False
                     prev = last_token_time.get(d.index)
                     if prev is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from server.logs import configure_logging
 from server.settings import ENV_PREFIX, ServerSettings
 
 logger = logging.getLogger("server")
@@ -204,6 +205,7 @@ def serve(make_app: Any, settings: ServerSettings, sock: socket.socket | None = 
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through our root handler: one format (--log-format) for all
         lifespan="on",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
         access_log=settings.log_level == "debug",
@@ -267,10 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     if settings is None:
         return
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # Fail fast, before the engine loads (about a minute), with one line each.
     if settings.model:
         problem = check_model(settings.model)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, internal_error, payload_too_large, request_timeout
+from server.logs import REQUEST_ERROR_KEY, REQUEST_ID, REQUEST_STATS, RequestStats, log_request
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, no spaces
 _ENDPOINTS = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+"""Requests that get one ``request`` log line each (:func:`server.logs.log_request`)."""
 
 
 def _endpoint_label(path: str) -> str:
@@ -87,6 +90,9 @@ class RequestContextMiddleware:
         client_id = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = client_id if _VALID_REQUEST_ID.match(client_id) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        context_token = REQUEST_ID.set(request_id)  # every line logged for this request names it
+        stats = RequestStats() if scope.get("path") in GENERATION_PATHS else None
+        stats_token = REQUEST_STATS.set(stats)  # filled in by the chat service
         rid_header = (REQUEST_ID_HEADER.encode(), request_id.encode("latin-1"))
         endpoint = _endpoint_label(scope.get("path", ""))
         status = {"code": 500, "started": False}
@@ -115,14 +121,26 @@ class RequestContextMiddleware:
                 return
             await self.app(scope, replay, send_wrapper)
         except Exception:
-            logger.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
+            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not status["started"]:
                 await send_error(send_wrapper, internal_error())
         finally:
             if self.on_request_end is not None:
                 self.on_request_end(scope)
             self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
-            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.perf_counter() - start)
+            duration = time.perf_counter() - start
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(duration)
+            if stats is not None:
+                log_request(
+                    method=scope.get("method", ""),
+                    path=scope["path"],
+                    status=status["code"],
+                    duration_seconds=duration,
+                    stats=stats,
+                    error=scope.get("state", {}).get(REQUEST_ERROR_KEY),
+                )
+            REQUEST_STATS.reset(stats_token)
+            REQUEST_ID.reset(context_token)
 
     async def _read_body(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> Receive | APIError:
         """Read the whole body (bounded) and return a ``receive`` that replays it, then passes on."""

@@ -40,6 +40,11 @@ class ServerSettings(BaseSettings):
         "/health, /ready and /metrics stay open.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or `json`: one JSON object per line (ts, level, logger, message, "
+        "request_id, and the per-request fields on request lines) for log pipelines.",
+    )
 
     # --- model and engine ------------------------------------------------------------------------
     model: str | None = Field(
@@ -53,7 +58,11 @@ class ServerSettings(BaseSettings):
         None,
         description="Model name in /v1/models and responses. Default: the checkpoint folder name.",
     )
-    dtype: str = Field("auto", description="Weights and activations dtype (auto, bfloat16, float16, float32).")
+    dtype: str = Field(
+        "auto",
+        description="Weights and activations dtype (auto, bfloat16, float16, float32). `auto` on the CPU "
+        "build: the checkpoint's dtype; on GPUs vLLM's choice (16-bit for float32 checkpoints).",
+    )
     max_model_len: int | None = Field(
         None, ge=1, description="Context length in tokens (prompt incl. 729 per image + output). "
         "Default: the checkpoint's."
@@ -168,18 +177,6 @@ class ServerSettings(BaseSettings):
         "that sends chats with images, videos and scene views to /v1/chat/completions.",
     )
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    drain_timeout_seconds: float = Field(
-        30.0, ge=0, description="On SIGTERM: /ready -> 503, new requests 503, in-flight ones finish "
-        "for up to this long before the process exits."
-    )
-
-    @field_validator("allowed_remote_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
-        if value is None:
-            return ()
-        if isinstance(value, str):
     # --- admission and deadlines ----------------------------------------------------------------
     max_concurrent_requests: int = Field(
         64,
@@ -213,6 +210,18 @@ class ServerSettings(BaseSettings):
         "admitted while uploading).",
     )
 
+    # --- lifecycle -------------------------------------------------------------------------------
+    drain_timeout_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM: /ready -> 503, new requests 503, in-flight ones finish "
+        "for up to this long before the process exits."
+    )
+
+    @field_validator("allowed_remote_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
 
