@@ -292,3 +292,20 @@ def test_priority_needs_priority_scheduling(client):
     r = _post(client, {"messages": _image_msg(), "max_tokens": 1, "priority": 5})
     assert r.status_code == 400 and r.json()["error"]["param"] == "priority"
     assert _post(client, {"messages": _image_msg(), "max_tokens": 1, "priority": 0}).status_code == 200
+
+
+def test_cache_salt_separates_prefix_cache_hits(client):
+    """The same long prompt again hits vLLM's prefix cache (``cached_tokens`` > 0); with another
+    ``cache_salt`` it cannot."""
+    text = "The quick brown fox jumps over the lazy dog. " * 60
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": 1, "temperature": 0}
+    _post(client, {**body, "cache_salt": "salt-a"})
+    again = _post(client, {**body, "cache_salt": "salt-a"}).json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+    other = _post(client, {**body, "cache_salt": "salt-b"}).json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert again > 0
+    assert other == 0
+
+
+def test_request_id_names_the_response(client):
+    body = _post(client, {"messages": _image_msg(), "max_tokens": 1, "request_id": "contract-test-1"}).json()
+    assert body["id"] == "chatcmpl-contract-test-1"
