@@ -29,7 +29,8 @@ from server.generation import (
     SamplingOptions,
 )
 from server.metrics import ServerMetrics
-from server.prompt import BuiltPrompt, MediaRequest, PromptBuilder, PromptLimits, plan_media, resolve_max_tokens
+from server.budget import check_lower_bound, resolve_max_tokens
+from server.prompt import BuiltPrompt, MediaRequest, PromptBuilder, PromptLimits, plan_media
 from server.sampling import sampling_options
 from server.schemas import ChatCompletion, ChatCompletionRequest
 from server.streaming import DONE, sse_event
@@ -137,16 +138,12 @@ class ChatService:
         requested = request.requested_max_tokens
         fewest_images = [1 if m.kind == "video" else m.max_items for m in plan]
         # Cheapest check first, without tokenizing: a lower bound of the text tokens.
-        min_text = self.prompt_builder.min_text_tokens(request)
-        min_visual = sum(fewest_images) * self.prompt_builder.tokens_per_image
-        if min_text + min_visual + (requested or 1) > max_len:
-            raise invalid_request(
-                f"This request needs at least {min_text + min_visual + (requested or 1)} tokens: "
-                f"at least {min_text} text tokens + at least {min_visual} visual tokens + "
-                f"{requested or 1} max_tokens, but the model's context holds {max_len} tokens.",
-                param="max_tokens" if requested is not None and min_text + min_visual < max_len else "messages",
-                code="context_length_exceeded",
-            )
+        check_lower_bound(
+            min_text_tokens=self.prompt_builder.min_text_tokens(request),
+            min_visual_tokens=sum(fewest_images) * self.prompt_builder.tokens_per_image,
+            requested=requested,
+            max_model_len=max_len,
+        )
         # Then with the fewest images the parts can give (a video gives at least one frame), so
         # hopeless requests fail before any download or decode.
         encoded: dict[str, list[int]] = {}  # text runs tokenized once for both builds

@@ -1,4 +1,4 @@
-"""Conversation -> prompt token ids + media plan, and the token budget.
+"""Conversation -> prompt token ids + media plan (the token budget: :mod:`server.budget`).
 
 The prompt is the reference ChatML conversation of LLaVA-NeXT-Interleave (template ``qwen_1_5``)::
 
@@ -129,7 +129,13 @@ def plan_media(request: ChatCompletionRequest, limits: PromptLimits) -> list[Med
                     )
                 plan.append(MediaRequest("image", i, j, (part.image_url.url,)))
             elif isinstance(part, VideoURLPart):
-                num_frames = part.video_url.num_frames or limits.default_num_frames
+                asked = part.video_url.num_frames
+                num_frames = limits.default_num_frames if asked is None else asked
+                if num_frames < 1:  # the one check of num_frames' range (the schema checks the type)
+                    raise invalid_request(
+                        f"{param}.video_url.num_frames: must be at least 1, got {num_frames}.",
+                        param=f"{param}.video_url.num_frames",
+                    )
                 if num_frames > limits.max_frames:
                     raise invalid_request(
                         f"{param}.video_url.num_frames: {num_frames} frames requested, the maximum is "
@@ -399,30 +405,3 @@ class PromptBuilder:
             text_tokens=text_tokens,
             tokens_per_image=self.tokens_per_image,
         )
-
-
-def resolve_max_tokens(
-    prompt: BuiltPrompt, requested: int | None, *, max_model_len: int, default_max_tokens: int
-) -> int:
-    """The request's ``max_tokens``, checked against the context.
-
-    Returns:
-        ``requested``, or when None the smaller of ``default_max_tokens`` and what is left of the
-        context.
-
-    Raises:
-        APIError: 400 naming the numbers when text tokens + visual tokens + max_tokens exceed
-            ``max_model_len`` (or the prompt alone leaves no room for one token).
-    """
-    room = max_model_len - prompt.prompt_tokens
-    needed = prompt.prompt_tokens + (requested if requested is not None else 1)
-    if needed > max_model_len:
-        asked = f"{requested} max_tokens" if requested is not None else "at least 1 generated token"
-        raise invalid_request(
-            f"This request needs {needed} tokens: {prompt.text_tokens} text tokens + "
-            f"{prompt.visual_tokens} visual tokens ({prompt.num_images} images/frames/views x "
-            f"{prompt.tokens_per_image}) + {asked}, but the model's context holds {max_model_len} tokens.",
-            param="max_tokens" if requested is not None and room >= 1 else "messages",
-            code="context_length_exceeded",
-        )
-    return requested if requested is not None else min(default_max_tokens, room)

@@ -59,7 +59,8 @@ class ImageURLPart(_Lenient):
 
 class VideoURL(_Lenient):
     url: str = Field(min_length=1)
-    num_frames: int | None = Field(None, ge=1, description="Frames to sample uniformly; server default 16.")
+    # Range (1 .. --max-frames-per-request) checked once, with the server's limit: server.prompt.plan_media.
+    num_frames: int | None = Field(None, description="Frames to sample uniformly; server default 16.")
     fps: float | None = Field(None, gt=0, description="Sample at this rate instead (capped by num_frames).")
 
 

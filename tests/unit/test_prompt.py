@@ -6,7 +6,8 @@ import pytest
 from server_fakes import IM_END, IM_START, IMAGE, TOKENS_PER_IMAGE, ByteTokenizer, make_builder
 
 from server.errors import APIError
-from server.prompt import PromptLimits, plan_media, resolve_max_tokens
+from server.budget import resolve_max_tokens
+from server.prompt import PromptLimits, plan_media
 from server.schemas import parse_chat_request
 
 pytestmark = pytest.mark.unit

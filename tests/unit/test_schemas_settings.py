@@ -6,6 +6,7 @@ import pytest
 
 from server.cli import build_parser, parse_settings, settings_markdown
 from server.errors import APIError
+from server.prompt import PromptLimits, plan_media
 from server.schemas import ChatCompletionRequest, parse_chat_request
 from server.settings import ServerSettings
 
@@ -53,11 +54,14 @@ def test_unknown_part_type_names_the_part():
     assert "audio_url" in e.message
 
 
-@pytest.mark.parametrize("frames", [0, -2])
-def test_num_frames_must_be_positive(frames):
+@pytest.mark.parametrize("frames", [0, -2, 33])
+def test_num_frames_out_of_range_is_one_400_from_the_media_plan(frames):
     part = {"type": "video_url", "video_url": {"url": "x", "num_frames": frames}}
-    e = err({"messages": [{"role": "user", "content": [part]}]})
-    assert e.param == "messages[0].content[0].video_url.num_frames"
+    request = parse_chat_request({"messages": [{"role": "user", "content": [part]}]})  # the schema checks the type
+    with pytest.raises(APIError) as info:
+        plan_media(request, PromptLimits(max_images=8, max_frames=32, max_views=8))
+    assert info.value.status_code == 400
+    assert info.value.param == "messages[0].content[0].video_url.num_frames"
 
 
 def test_scene_labels_must_match_urls():
