@@ -3,12 +3,15 @@
 - a bounded mixed load (text, images, a video, a scene; streaming and not) all succeeds, both replicas
   serve part of it, and every greedy answer equals the plain ``interleave-serve``'s for that request;
 - killing one replica's actor process mid-load: requests that were not running on it succeed, Ray
-  starts a replacement, the deployment is back at 2 RUNNING replicas and the new one serves.
+  starts a replacement, the deployment is back at 2 RUNNING replicas and the new one serves;
+- removing the app while a stream runs: the stream finishes, then replicas and engines exit;
+- ``serve run server.ray_serve:app key=value ...`` serves the same answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -16,12 +19,13 @@ import time
 import httpx
 import psutil
 import yaml
-from ray_app import APP, DEPLOY_TIMEOUT_S, DEPLOYMENT, NUM_REPLICAS, mixed_bodies
+from ray_app import APP, DEPLOY_TIMEOUT_S, DEPLOYMENT, NUM_REPLICAS, TINY_ARGS, mixed_bodies
 
 from harness.load import Outcome, mixed_body, run_load, send_chat, summary
 from server.ray_serve import REPLICA_HEADER
 
 ROUNDS = 2
+RUN_APP = "interleave-run"
 CONCURRENCY = 4
 STREAM_TOKENS = 3000
 """Tokens of the stream that must outlast the start of the shutdown (the tiny model makes ~150 tokens
@@ -209,3 +213,23 @@ def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path)
     assert serving_alive_at_done, "the replica serving the stream stopped before the stream ended"
     gone, alive = psutil.wait_procs(trees, timeout=120)
     assert not alive, f"still running after the app was removed: {alive}"
+
+
+def test_serve_run_of_the_import_path(cluster, deployed, reference, tiny_checkpoint_path, numbers):
+    """``serve run server.ray_serve:app key=value ...`` (no config file) deploys the same app: one
+    replica, settings from the arguments, the same greedy answer as the plain server."""
+    args = [f"model={tiny_checkpoint_path}", *(f"{k}={v}" for k, v in TINY_ARGS.items())]
+    t0 = time.perf_counter()
+    cluster.cli(
+        "serve", "run", "--non-blocking", "--name", RUN_APP, "--route-prefix", "/",
+        "--runtime-env-json", json.dumps({"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
+        "server.ray_serve:app", *args, timeout=DEPLOY_TIMEOUT_S,
+    )
+    (replica,) = cluster.wait_running(RUN_APP, DEPLOYMENT, 1, DEPLOY_TIMEOUT_S)
+    numbers["serve run server.ray_serve:app -> 1 replica RUNNING (s)"] = round(time.perf_counter() - t0, 1)
+    with httpx.Client(base_url=cluster.serve_url, timeout=120) as client:
+        assert client.get("/ready").status_code == 200
+        r = client.post("/v1/chat/completions", json=mixed_bodies()[0])
+        assert r.status_code == 200, r.text
+        assert r.headers[REPLICA_HEADER] == replica["replica_id"]
+        assert r.json()["choices"][0]["message"]["content"] == reference[0]
