@@ -129,6 +129,7 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
             "video": {"count": 1, "num_frames": settings.max_frames_per_request},
         },
         enable_prefix_caching=settings.enable_prefix_caching,
+        mm_processor_cache_gb=settings.mm_processor_cache_gb,
         seed=settings.seed,
         hf_overrides=model_adapter.hf_overrides(),
         disable_log_stats=settings.disable_log_stats,

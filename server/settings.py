@@ -91,6 +91,12 @@ class ServerSettings(BaseSettings):
         "2 GiB.",
     )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
+    mm_processor_cache_gb: float = Field(
+        1.0,
+        ge=0,
+        description="vLLM's multimodal processor cache in GiB (processed images by content hash; "
+        "vLLM's default is 4 GiB per engine; 0 disables).",
+    )
     max_num_seqs: int | None = Field(None, ge=1, description="Max sequences per batch (vLLM default).")
     encoder_cache_tokens: int = Field(
         16384,
