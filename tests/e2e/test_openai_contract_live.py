@@ -309,3 +309,22 @@ def test_cache_salt_separates_prefix_cache_hits(client):
 def test_request_id_names_the_response(client):
     body = _post(client, {"messages": _image_msg(), "max_tokens": 1, "request_id": "contract-test-1"}).json()
     assert body["id"] == "chatcmpl-contract-test-1"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "(?<=a)b"},  # lookbehind: no regex engine of a grammar backend has it
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},  # dangling reference
+        {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 1},  # unsatisfiable
+        {"type": "string", "format": "email"},
+    ],
+)
+def test_schemas_a_backend_may_refuse_never_hurt_the_engine(client, schema):
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    r = _post(client, {"messages": _image_msg(), "response_format": rf, "max_tokens": 8})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 400:
+        assert r.json()["error"]["param"].startswith("response_format")
+    assert client.get("/health").status_code == 200
+    assert _post(client, {"messages": _image_msg(), "max_tokens": 2}).status_code == 200
