@@ -1,24 +1,21 @@
 """Start and stop the servers that bench/serve.py compares, one at a time.
 
-Every server is a subprocess in its own session (process group), so stopping it also stops the vLLM
-engine-core process it spawned. Logs go to a file per server and round; on a failed start the tail of
-the log is raised with the error.
+Started through :func:`harness.servers.start_server` (the one start-and-wait helper): every server
+is a subprocess in its own session (process group), so stopping it also stops the vLLM engine-core
+process it spawned. Logs go to a file per server and round; on a failed start the tail of the log is
+raised with the error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from harness import servers as harness_servers
+from harness.servers import free_port
 
 SERVED_NAME = "bench-model"
 
@@ -132,26 +129,14 @@ def _vllm_command(opts: EngineOptions, port: int, plugin: bool) -> list[str]:
     return cmd
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
-class RunningServer:
-    kind: ServerKind
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
-    start_seconds: float = 0.0
-    scheduler: dict = field(default_factory=dict)
+class RunningServer(harness_servers.RunningServer):
+    """A benchmarked server (:class:`harness.servers.RunningServer`: ``base_url``, ``process``,
+    ``log_path``, ``start_seconds``, ``log_tail()``, ``stop()`` of the whole process group), plus
+    its column and the scheduler settings it logged."""
 
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+    kind: ServerKind | None = None
+    scheduler: dict = field(default_factory=dict)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of the server process and of each of its descendants,
@@ -176,26 +161,6 @@ class RunningServer:
                 pass
         return out
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the server's process group (the server and its engine core), then SIGKILL."""
-        proc = self.process
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of the group (an engine core that outlived its parent).
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if proc.poll() is None:
-            proc.wait(timeout=10)
-
 
 _SCHED_RE = re.compile(r"(max_num_batched_tokens)=(\d+)")  # logged by the engine when chunked prefill is on
 
@@ -207,34 +172,11 @@ def start_server(kind: ServerKind, opts: EngineOptions, log_dir: Path, tag: str,
         RuntimeError: the process exited or did not become ready in ``timeout`` seconds (with the log tail).
     """
     port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{kind.key}-{tag}.log"
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            kind.command(opts, port), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    server = RunningServer(kind, f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{kind.key} exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                if httpx.get(server.base_url + kind.ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind.key} not ready after {timeout:.0f} s:\n{server.log_tail()}")
-            time.sleep(0.5)
-    except BaseException:
-        server.stop()
-        raise
-    server.start_seconds = time.perf_counter() - t0
+    started = harness_servers.start_server(
+        kind.command(opts, port), ready_url=f"http://127.0.0.1:{port}{kind.ready_path}", log_path=log_path, timeout=timeout
+    )
+    server = RunningServer(**vars(started), kind=kind)
     try:
         for key, value in _SCHED_RE.findall(log_path.read_text(errors="replace")):
             server.scheduler.setdefault(key, int(value))

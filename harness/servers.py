@@ -124,6 +124,7 @@ def start_server(
     env: Mapping[str, str] | None = None,
     cwd: Path = REPO,
     timeout: float = 600.0,
+    ready_statuses: list[int] | None = None,
 ) -> RunningServer:
     """Spawn ``cmd`` in a new session and wait until ``ready_url`` answers 200.
 
@@ -135,6 +136,8 @@ def start_server(
             ``PYTHONUNBUFFERED=1`` unless set).
         cwd: working directory (the repo root).
         timeout: seconds to wait for readiness.
+        ready_statuses: if given, every status ``ready_url`` answered while waiting is appended
+            (ours: 503 while the engine loads, then 200).
 
     Returns:
         The running server; its ``base_url`` is ``ready_url``'s scheme, host and port.
@@ -161,7 +164,10 @@ def start_server(
                 if proc.poll() is not None:
                     raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}:\n{server.log_tail()}")
                 try:
-                    if client.get(ready_url).status_code == 200:
+                    status = client.get(ready_url).status_code
+                    if ready_statuses is not None:
+                        ready_statuses.append(status)
+                    if status == 200:
                         break
                 except httpx.HTTPError:
                     pass

@@ -113,7 +113,7 @@ class ModelSize:
 
 
 SIZES: dict[str, ModelSize] = {
-    # Head size 64 everywhere: vLLM's CPU attention supports 64 and 128, not 16 (DESIGN.md).
+    # Head size 64 everywhere: vLLM's CPU attention supports 64 and 128, not 16 (docs/adapter.md).
     "tiny": ModelSize(128, 256, 2, 2, 128, 256, 2, 2, 2, False, "float32"),
     # llava-interleave-qwen-0.5b-hf: SigLIP-so400m with 26 of 27 layers, Qwen1.5-0.5B.
     "0.5b": ModelSize(1152, 4304, 26, 16, 1024, 2816, 24, 16, 16, True, "bfloat16"),

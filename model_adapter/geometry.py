@@ -3,7 +3,8 @@
 The count comes from the vision config, never from ``LlavaConfig.image_seq_length`` (which defaults
 to 576, a LLaVA-1.5 number): SigLIP-so400m at 384x384 with patch 14 gives (384 // 14)^2 = 27 * 27 =
 729 patch tokens and no CLS token, and ``vision_feature_select_strategy: "full"`` keeps all of them
-(DESIGN.md, checked against the published ``llava-hf/llava-interleave-qwen-*-hf`` configs).
+(docs/adapter.md, "Modalities and tokens"; checked against the published
+``llava-hf/llava-interleave-qwen-*-hf`` configs).
 """
 
 from __future__ import annotations

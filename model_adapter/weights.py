@@ -2,7 +2,7 @@
 
 The adapter's modules are named like the published checkpoints (transformers < 4.52):
 ``vision_tower.vision_model.*``, ``multi_modal_projector.linear_{1,2}.*``, ``language_model.model.*``,
-``language_model.lm_head.*``. Three layouts are seen in the wild (DESIGN.md) and all load:
+``language_model.lm_head.*``. Three layouts are seen in the wild (docs/adapter.md, "Checkpoint key layouts") and all load:
 
 - transformers < 4.52 (the published ``llava-hf`` files): already our names.
 - transformers >= 4.52: ``model.language_model.*``, ``model.vision_tower.vision_model.*``,

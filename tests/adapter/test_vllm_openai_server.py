@@ -7,30 +7,21 @@ vLLM's own ``LlavaForConditionalGeneration`` is image-only; with the plugin inst
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 import model_adapter
 from harness.media import data_url, encode_video, gradient_image, png_bytes, video_frames, video_url
+from harness.servers import free_port, start_server
 
 NUM_FRAMES = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_checkpoint, tmp_path_factory):
-    port = _free_port()
+    """vLLM's own OpenAI server with our plugin (:func:`harness.servers.start_server`); its base URL."""
+    port = free_port()
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -45,31 +36,13 @@ def vllm_server(tiny_checkpoint, tmp_path_factory):
         "--limit-mm-per-prompt", json.dumps({"image": 4, "video": 1}),
         "--media-io-kwargs", json.dumps({"video": {"num_frames": NUM_FRAMES}}),
         "--host", "127.0.0.1", "--port", str(port),
-    ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    ]  # fmt: skip
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited:\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server = start_server(cmd, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, timeout=300)
+    except RuntimeError as exc:
+        pytest.fail(f"vLLM server did not start: {exc}")
+    yield server.base_url
+    server.stop(timeout=30)
 
 
 def test_two_images_and_a_video_through_stock_server(vllm_server, tiny_checkpoint):

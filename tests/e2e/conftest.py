@@ -1,169 +1,117 @@
-"""The e2e session: ONE live ``interleave-serve`` (real vLLM engine, tiny model) for all e2e tests.
+"""The e2e package: ONE live ``interleave-serve`` (real vLLM engine, tiny model) for all e2e tests.
 
-The server is a subprocess on a free port, started on first use and stopped (SIGTERM, graceful
-drain) after the last e2e test, so its engine never overlaps the adapter tests' engine. The SDK's live
-tests (``clients/python/tests/test_live.py``, run through ``test_sdk_live.py``) use the same server via
-``INTERLEAVE_TEST_BASE_URL``, which is set here at import time because that module reads it when it is
-collected.
+The server (:func:`harness.servers.start_server`, a subprocess on a free port) is a package-scoped
+fixture: started when the first e2e test needs it and stopped (SIGTERM, graceful drain) when the last
+e2e test is done, so its engine never overlaps the adapter tests' engine. The SDK's live tests
+(``clients/python/tests/test_live.py``, run through ``test_sdk_live.py``) use the same server.
 """
 
 from __future__ import annotations
 
 import http.server
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+from harness.servers import (
+    TINY_ENGINE_FLAGS,
+    RunningServer,
+    clean_environment,
+    free_port,
+    interleave_serve_command,
+    start_server,
+)
 
 STARTUP_TIMEOUT_S = 600.0
 MAX_MODEL_LEN = 8192
 REMOTE_HOST_ALLOWED = "localhost"  # the test's own HTTP server; 127.0.0.1 itself stays refused
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-PORT = _free_port()
-BASE_URL = f"http://127.0.0.1:{PORT}"
-os.environ["INTERLEAVE_TEST_BASE_URL"] = BASE_URL + "/v1"
-
-
 @dataclass
 class LiveServer:
-    base_url: str
-    process: subprocess.Popen
-    log_path: Path
+    """The e2e server: the :class:`~harness.servers.RunningServer` and what the tests need to know.
+
+    Attributes:
+        running: the server process.
+        media_dir: the folder ``--allowed-media-dir`` allows (file URLs).
+        checkpoint: the tiny checkpoint it serves.
+        ready_statuses: every /ready status seen while waiting for the engine (503 while loading, then 200).
+    """
+
+    running: RunningServer
     media_dir: Path
     checkpoint: Path
-    ready_statuses: list[int]
-    """Every /ready status seen while waiting for the engine (503 while loading, then 200)."""
+    ready_statuses: list[int] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.running.base_url
 
     @property
     def v1(self) -> str:
-        return self.base_url + "/v1"
+        return self.running.v1
 
     def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return self.running.log_tail(n)
 
 
-_server: LiveServer | None = None
-
-
-def _stop(server: LiveServer) -> None:
-    proc = server.process
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            # our own process group (start_new_session): the server and its engine processes
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory, tiny_checkpoint_path) -> LiveServer:
-    """Start the server once (about 30-90 s on 2 cores) and wait for /ready."""
-    global _server
-    if _server is not None:
-        return _server
+@pytest.fixture(scope="package")
+def live_server(tmp_path_factory, tiny_checkpoint_path):
+    """Start the server once for the e2e package (about 30-90 s on 2 cores), wait for /ready, and
+    stop it after the package's last test."""
     media_dir = tmp_path_factory.mktemp("allowed-media")
     log_path = tmp_path_factory.mktemp("server-log") / "server.log"
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env["INTERLEAVE_CACHE_DIR"] = str(tiny_checkpoint_path.parent)  # the default model, prebuilt
-    for var in [v for v in env if v.startswith("INTERLEAVE_") and v not in ("INTERLEAVE_CACHE_DIR",)]:
-        env.pop(var)
-    cmd = [
-        sys.executable, "-m", "server.cli",
-        "--host", "127.0.0.1",
-        "--port", str(PORT),
-        "--dtype", "float32",
+    port = free_port()
+    cmd = interleave_serve_command(
+        port,
+        *TINY_ENGINE_FLAGS,
         "--max-model-len", str(MAX_MODEL_LEN),
-        "--gpu-memory-utilization", "0.05",
-        "--enforce-eager",
         "--max-request-bytes", str(8 * 2**20),
         "--allowed-media-dir", str(media_dir),
         "--allowed-remote-hosts", REMOTE_HOST_ALLOWED,
         "--fetch-timeout-seconds", "2",
         "--default-max-tokens", "16",
         "--drain-timeout-seconds", "10",
-    ]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = LiveServer(BASE_URL, proc, log_path, media_dir, tiny_checkpoint_path, [])
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    ready = False
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                status = client.get(BASE_URL + "/ready").status_code
-                server.ready_statuses.append(status)
-                if status == 200:
-                    ready = True
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
-    if not ready:
-        _stop(server)
-        pytest.fail(f"interleave-serve did not become ready (exit {proc.poll()}):\n{server.log_tail()}")
-    _server = server
-    return server
-
-
-def pytest_runtest_teardown(item, nextitem):
-    """Stop the server after the last e2e test so no engine outlives the e2e tests."""
-    global _server
-    if _server is None or HERE not in Path(str(item.fspath)).resolve().parents:
-        return
-    if nextitem is None or HERE not in Path(str(nextitem.fspath)).resolve().parents:
-        _stop(_server)
-        _server = None
+    )  # fmt: skip
+    statuses: list[int] = []
+    env = clean_environment(INTERLEAVE_CACHE_DIR=str(tiny_checkpoint_path.parent))  # the default model, prebuilt
+    try:
+        running = start_server(
+            cmd,
+            ready_url=f"http://127.0.0.1:{port}/ready",
+            log_path=log_path,
+            env=env,
+            timeout=STARTUP_TIMEOUT_S,
+            ready_statuses=statuses,
+        )
+    except RuntimeError as exc:
+        pytest.fail(f"interleave-serve did not become ready: {exc}")
+    server = LiveServer(running, media_dir, tiny_checkpoint_path, statuses)
+    yield server
+    running.stop(timeout=60, group=False)  # SIGTERM to the server: it drains and stops its engine
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On a failed e2e test, attach the tail of the server log to the report."""
+    """On a failed test that used the live server, attach the tail of its log to the report."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _server is not None and HERE in Path(str(item.fspath)).resolve().parents:
-        report.sections.append(("interleave-serve log (tail)", _server.log_tail(80)))
+    server = getattr(item, "funcargs", {}).get("live_server")
+    if report.failed and isinstance(server, LiveServer):
+        report.sections.append(("interleave-serve log (tail)", server.log_tail(80)))
 
 
-def pytest_sessionfinish(session, exitstatus):
-    global _server
-    if _server is not None:
-        _stop(_server)
-        _server = None
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(live_server) -> httpx.Client:
     with httpx.Client(base_url=live_server.base_url, timeout=120) as c:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def model_name(client) -> str:
     return client.get("/v1/models").json()["data"][0]["id"]
 

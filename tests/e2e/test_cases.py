@@ -1,4 +1,4 @@
-"""Every input of /work/shared/cases/README.md, sent through HTTP to the live server.
+"""Every input of docs/inputs.md, sent through HTTP to the live server.
 
 Each test asserts the status, the error's ``param`` / message, and that the next normal request still
 succeeds. (How media are decoded is unit-tested with the media module; here each case goes end to end.)
