@@ -40,8 +40,6 @@ MODEL_TYPE = "llava_qwen"
 """``model_type`` of the lmms-lab checkpoints."""
 ARCHITECTURE = "LlavaQwenForCausalLM"
 """``architectures[0]`` of the lmms-lab checkpoints."""
-IMAGE_PLACEHOLDER_TEXT = "<image>"
-"""How an image is written in a text prompt (the reference's ``DEFAULT_IMAGE_TOKEN``)."""
 
 TEXT_KEYS = (
     "vocab_size",

@@ -123,7 +123,7 @@ def build_engine_args(settings: ServerSettings, model_path: Path) -> Any:
         # though: with images only that is the scheduler's token budget (2048 tokens = 2 images on
         # CPU), so a request's images would be encoded two per step and evicted between requests.
         # Allowing one video item of up to max_frames_per_request frames sizes the budget for a
-        # whole video's frames, as vLLM's own server has it (bench/serve.py: ratio 0.75 -> 0.97).
+        # whole video's frames, as vLLM's own server has it (docs/performance.md).
         limit_mm_per_prompt={
             "image": settings.limit_images_per_prompt,
             "video": {"count": 1, "num_frames": settings.max_frames_per_request},

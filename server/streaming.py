@@ -95,7 +95,6 @@ class SSEResponse(Response):
             (b"x-accel-buffering", b"no"),
         ] + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
         self.on_disconnect = on_disconnect
-        self.disconnected = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.ensure_future(self._pump(send, self.raw_headers))
@@ -136,7 +135,6 @@ class SSEResponse(Response):
                     await aclose()
 
     async def _client_gone(self) -> None:
-        self.disconnected = True
         if self.on_disconnect is not None:
             try:
                 await self.on_disconnect()
