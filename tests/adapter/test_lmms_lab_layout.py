@@ -2,7 +2,8 @@
 (``LlavaQwenForCausalLM``, ``model_type: llava_qwen``) give the same greedy tokens and logprobs.
 
 Two engines: the package's shared one on the HF-layout tiny checkpoint, and one on the lmms-lab
-layout of the same seed (module-scoped, closed after this module). Prompts are text with ``<image>`` /
+layout of the same seed (module-scoped, closed after this module; loaded without ``hf_overrides``,
+through the ``LlavaQwenForCausalLM`` name the plugin registers). Prompts are text with ``<image>`` /
 ``<video>`` placeholders (for lmms-lab, whose tokenizer has no ``<image>`` token, the processor turns
 them into the image id), plus one token prompt built like the server builds it.
 """
@@ -63,7 +64,10 @@ def lmms_checkpoint() -> Path:
 
 @pytest.fixture(scope="module")
 def lmms_llm(lmms_checkpoint):
-    engine = make_llm(lmms_checkpoint)
+    # No hf_overrides: the checkpoint's own architecture, LlavaQwenForCausalLM, is registered as a
+    # name of the adapter (the shared HF-layout engine goes through hf_overrides).
+    engine = make_llm(lmms_checkpoint, hf_overrides={})
+    assert engine.llm_engine.model_config.architectures == ["LlavaQwenForCausalLM"]
     yield engine
     close_llm(engine)
     if MEASURED:
