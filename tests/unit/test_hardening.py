@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -72,17 +72,22 @@ async def test_tokenizing_runs_off_the_event_loop():
     async with running_app() as h:
         tokenizer = h.app.state.interleave.service.prompt_builder.tokenizer
         original = tokenizer.encode
+        encoding, release = threading.Event(), threading.Event()
 
-        def slow_encode(*a, **k):
-            time.sleep(0.5)
+        def blocked_encode(*a, **k):  # tokenizing takes until the test says so
+            encoding.set()
+            release.wait(30)
             return original(*a, **k)
 
-        tokenizer.encode = slow_encode
+        tokenizer.encode = blocked_encode
         chat = asyncio.create_task(h.client.post(URL, json=body()))
-        await asyncio.sleep(0.1)
-        health = await asyncio.wait_for(h.client.get("/health"), timeout=0.3)
-        assert health.status_code == 200
-        assert not chat.done()
+        try:
+            assert await asyncio.to_thread(encoding.wait, 30)
+            health = await asyncio.wait_for(h.client.get("/health"), timeout=30)  # answered meanwhile
+            assert health.status_code == 200
+            assert not chat.done()
+        finally:
+            release.set()
         assert (await chat).status_code == 200
 
 

@@ -386,7 +386,10 @@ async def test_non_stream_disconnect_aborts_engine_request():
             if not given:
                 given = True
                 return {"type": "http.request", "body": raw, "more_body": False}
-            await asyncio.sleep(0.1)
+            # The client goes away once the engine runs the request (bounded wait, no fixed sleep).
+            deadline = asyncio.get_running_loop().time() + 10
+            while not engine.active and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
             return {"type": "http.disconnect"}
 
         sent = []
