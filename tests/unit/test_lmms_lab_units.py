@@ -212,3 +212,17 @@ def test_prompt_builder_on_both_layouts(both_layouts):
     a, b = hf.build(request, [1, 3, 2]), lmms.build(request, [1, 3, 2])
     assert a.prompt_tokens == b.prompt_tokens and b.num_images == 6
     assert [151646 if t == 151999 else t for t in b.prompt_token_ids] == a.prompt_token_ids
+
+
+@pytest.mark.parametrize("size", ["0.5b", "7b"])
+def test_real_size_lmms_lab_names_round_trip(size):
+    """Every tensor of the real sizes has an lmms-lab name that maps back (meta device, no memory)."""
+    shapes = checkpoint.parameter_shapes(checkpoint.build_config(size))
+    assert all(canonical_key(to_lmms_lab(k)) == k for k in shapes)
+    config = checkpoint.build_lmms_lab_config(size)
+    assert config["mm_vision_tower"] == geometry.SIGLIP_SO400M_PATCH14_384
+    translated = lmms_lab.translate_config(config)
+    hf = checkpoint.build_config(size)
+    assert translated["vision_config"]["num_hidden_layers"] == hf["vision_config"]["num_hidden_layers"] == 26
+    for key, value in hf["text_config"].items():
+        assert translated["text_config"][key] == value, key
