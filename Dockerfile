@@ -1,6 +1,6 @@
 # CPU image of the LLaVA-NeXT-Interleave server (vLLM CPU build). Build from the repo root:
 #   docker build -t llava-interleave-serve:cpu .
-#   docker run --rm --init -p 8000:8000 --shm-size 1g --stop-timeout 45 \
+#   docker run --rm --init -p 8000:8000 --shm-size 2g --stop-timeout 75 \
 #     -v interleave-cache:/home/serve/.cache llava-interleave-serve:cpu [--model /models/CKPT ...]
 # Without --model (or INTERLEAVE_MODEL) it serves the built-in TINY checkpoint with RANDOM weights,
 # built on first start into the cache volume. The GPU image is docker/Dockerfile.cuda.
@@ -52,6 +52,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2)"]
 
 # SIGTERM: /ready -> 503, new requests 503, in-flight ones finish (up to --drain-timeout-seconds,
-# default 30 s): give `docker stop` more than that (--stop-timeout 45 or `docker stop -t 45`).
+# default 30 s), then the engine stops (up to 30 s): give `docker stop` more than both
+# (--stop-timeout 75 or `docker stop -t 75`).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["interleave-serve", "--host", "0.0.0.0"]

@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from prometheus_client import CollectorRegistry
 
+from server.engine import ENGINE_SHUTDOWN_TIMEOUT_SECONDS
 from server.metrics import ServerMetrics
 from server.settings import ENV_PREFIX, ServerSettings
 from tests.deploy.nginx_lb import PLACEHOLDERS, ensure_nginx, nginx_command, render_template, write_main_conf
@@ -167,7 +168,7 @@ def test_compose_file_is_valid_and_has_the_promised_shape(variant: str) -> None:
         env = svc["environment"]
         assert env["INTERLEAVE_MAX_REQUEST_BYTES"] == str(DEFAULT_MAX_REQUEST_BYTES)
         drain = float(env.get("INTERLEAVE_DRAIN_TIMEOUT_SECONDS", DEFAULT_DRAIN_S))
-        assert _seconds(svc["stop_grace_period"]) > drain + 10, svc["stop_grace_period"]
+        assert _seconds(svc["stop_grace_period"]) > drain + ENGINE_SHUTDOWN_TIMEOUT_SECONDS, svc["stop_grace_period"]
         assert svc["stop_signal"] == "SIGTERM" and svc["init"] is True
         assert "/ready" in " ".join(svc["healthcheck"]["test"])
         assert int(svc["shm_size"]) >= 2**30, svc.get("shm_size")  # Docker's default is 64 MB
@@ -305,11 +306,11 @@ def test_kubernetes_manifests_validate_against_the_api_schemas(variant: str) -> 
     assert gpus == int(env.get("INTERLEAVE_TENSOR_PARALLEL_SIZE") or 1)
     assert gpus == (1 if variant == "base" else 2)
     assert "memory" in container["resources"]["limits"]
-    # preStop then the drain, all inside the grace period
+    # preStop, the drain and the engine's shutdown, all inside the grace period
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     drain = float(env.get("INTERLEAVE_DRAIN_TIMEOUT_SECONDS") or DEFAULT_DRAIN_S)
-    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain + 10
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain + ENGINE_SHUTDOWN_TIMEOUT_SECONDS
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/dev/shm", "/home/serve/.cache", "/models"} <= mounts
