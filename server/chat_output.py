@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from openai.types.chat import ChatCompletionMessageToolCallUnion
+
 from server.generation import CompletionDelta, EngineStep, TokenLogprobInfo
 from server.schemas import (
     AssistantMessage,
@@ -134,7 +136,7 @@ def prompt_logprobs_json(step: EngineStep | None) -> list[dict[str, Any] | None]
     ]
 
 
-def _message_calls(calls: Sequence[ParsedCall]) -> list[MessageToolCall]:
+def _message_calls(calls: Sequence[ParsedCall]) -> list[ChatCompletionMessageToolCallUnion]:
     return [
         MessageToolCall(id=c.id, type="function", function=MessageToolCallFunction(name=c.name, arguments=c.arguments))
         for c in calls

@@ -162,8 +162,8 @@ def _encode_prompt(service: ChatService, request: CompletionRequest) -> list[int
     else:
         ids = list(request.prompt)  # type: ignore[arg-type]
         size = _vocab_size(service.prompt_builder.tokenizer)
-        bad = [t for t in ids if size is not None and t >= size]
-        if bad:
+        bad = [t for t in ids if t >= size] if size is not None else []
+        if bad and size is not None:
             raise invalid_request(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="prompt")
     if service.prompt_builder.image_token_id in ids:
         raise invalid_request(
@@ -400,7 +400,7 @@ async def completions(request: Request) -> Response:
         return _timed_out(st, timeout_s)
 
     bounded = _until_deadline(steps, deadline, stream_timed_out)
-    return SSEResponse(_stream(service, prepared, bounded, first, echo), on_disconnect=abort)  # type: ignore[return-value]
+    return SSEResponse(_stream(service, prepared, bounded, first, echo), on_disconnect=abort)
 
 
 # -- tokenize / detokenize ------------------------------------------------------------------------

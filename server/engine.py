@@ -190,7 +190,7 @@ class VLLMEngine:
         self.model_path = model_path
         self.served_model_name = served_model_name
         self.max_model_len = max_model_len
-        self._tokenizer = None
+        self._tokenizer: Any = None  # vLLM's tokenizer, fetched on first use
 
     @classmethod
     def start(cls, settings: ServerSettings, model_path: Path) -> VLLMEngine:
@@ -234,7 +234,7 @@ class VLLMEngine:
         structured = None
         so = options.structured
         if so is not None:
-            value = list(so.value) if so.kind == "choice" else so.value
+            value: Any = list(so.value) if so.kind == "choice" else so.value
             structured = StructuredOutputsParams(**{so.kind: value})
         return SamplingParams(
             n=options.n,
@@ -301,7 +301,8 @@ class VLLMEngine:
         first = True
         try:
             params = self._sampling_params(options)
-            async for out in self.llm.generate(TokensPrompt(**prompt), params, request_id, priority=options.priority):
+            engine_prompt = TokensPrompt(**prompt)  # type: ignore[typeddict-item]  # keys built above
+            async for out in self.llm.generate(engine_prompt, params, request_id, priority=options.priority):
                 prompt_tokens = len(out.prompt_token_ids or ())
                 deltas = [
                     CompletionDelta(

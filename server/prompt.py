@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from server.errors import invalid_request
 from server.schemas import (
@@ -47,6 +47,8 @@ class Tokenizer(Protocol):
     """The part of a transformers tokenizer we use."""
 
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+    def decode(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -285,8 +287,8 @@ class PromptBuilder:
         vision.setdefault("image_size", 384)
         vision.setdefault("patch_size", 14)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        im_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        im_start = cast(int, tokenizer.convert_tokens_to_ids("<|im_start|>"))  # one token -> one id
+        im_end = cast(int, tokenizer.convert_tokens_to_ids("<|im_end|>"))
         image_token_id = int(config.get("image_token_index", config.get("image_token_id", 151646)))
         if tokenizer.convert_ids_to_tokens(image_token_id) not in (None, "<image>"):
             raise ValueError(f"image placeholder id {image_token_id} is an ordinary token of {path}'s tokenizer")

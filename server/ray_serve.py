@@ -179,7 +179,7 @@ class _Ingress:
         # As under interleave-serve: the engine processes get SIGTERM when this replica process dies
         # (a killed replica leaves no engine behind) and leave its process group.
         mark_api_process()
-        self._fastapi = None
+        self._fastapi: Any = None  # the FastAPI app, once built in the replica
 
     def __serve_build_asgi_app__(self) -> Any:
         from server.app import create_app
@@ -228,7 +228,7 @@ class InterleaveServer(_Ingress):
             timeout = self.settings.drain_timeout_seconds
             if not await state.wait_idle(timeout):
                 logger.warning("drain timeout: %d request(s) still in flight, stopping anyway", state.in_flight)
-        await super().__del__()  # ASGI lifespan shutdown: the engine stops
+        await super().__del__()  # type: ignore[misc]  # serve.ingress's async __del__: the ASGI lifespan shutdown (the engine stops)
 
 
 def app(args: dict[str, Any]) -> Application:
@@ -237,7 +237,8 @@ def app(args: dict[str, Any]) -> Application:
     settings = settings_from_args(args)
     options = deployment_options(settings, gpus=_has_gpus())
     logger.info("Ray Serve deployment %s: %s", DEPLOYMENT_NAME, options)
-    return InterleaveServer.options(**options).bind(dict(args or {}))
+    deployment: Any = InterleaveServer  # serve.deployment made the class a Deployment (untyped)
+    return deployment.options(**options).bind(dict(args or {}))
 
 
 __all__ = ["app", "deployment_options", "settings_from_args", "InterleaveServer", "REPLICA_HEADER"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -165,7 +165,7 @@ def admit(request: Request, st: AppState, images: int, body_bytes: int) -> None:
     request.scope.setdefault("state", {})[ADMISSION_TICKET] = st.admission.admit(images, body_bytes)
 
 
-def release_admission(st: AppState, scope: dict) -> None:
+def release_admission(st: AppState, scope: MutableMapping[str, Any]) -> None:
     """The middleware's end-of-request hook: give back the request's admission share, if any."""
     ticket = scope.get("state", {}).pop(ADMISSION_TICKET, None)
     if ticket is not None:
@@ -251,4 +251,4 @@ async def chat_completions(request: Request) -> Response:
         return timed_out()
 
     bounded = _until_deadline(steps, deadline, stream_timed_out)
-    return SSEResponse(service.stream(prepared, bounded, first), on_disconnect=abort)  # type: ignore[return-value]
+    return SSEResponse(service.stream(prepared, bounded, first), on_disconnect=abort)

@@ -68,7 +68,7 @@ def structured_output(request: Any) -> StructuredOutput | None:
     return None
 
 
-def compact_json_grammar(schema: dict[str, Any]) -> str:
+def compact_json_grammar(schema: dict[str, Any] | str) -> str:
     """The EBNF grammar (xgrammar's, vLLM's default structured-output backend) of ``schema`` as
     compact JSON: no whitespace between tokens, separators ``,`` and ``:``.
 
@@ -83,7 +83,8 @@ def compact_json_grammar(schema: dict[str, Any]) -> str:
     import xgrammar
 
     try:
-        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
+        text = schema if isinstance(schema, str) else json.dumps(schema)  # a str is the schema as JSON text
+        grammar = xgrammar.Grammar.from_json_schema(text, any_whitespace=False, separators=(",", ":"))
     except Exception as exc:  # xgrammar raises RuntimeError / ValueError subclasses
         raise ValueError(f"the JSON schema cannot be turned into a grammar: {exc}") from None
     return str(grammar)

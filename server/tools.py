@@ -83,7 +83,7 @@ def tool_constraint(request: ChatCompletionRequest) -> dict[str, Any] | None:
     )
     from vllm.tool_parsers.utils import get_json_schema_from_tools
 
-    tools = [ChatCompletionToolsParam.model_validate(t.model_dump(exclude_none=True)) for t in request.tools or ()]
+    tools: list[Any] = [ChatCompletionToolsParam.model_validate(t.model_dump(exclude_none=True)) for t in request.tools or ()]
     choice: Any = request.effective_tool_choice
     if isinstance(choice, NamedToolChoice):
         choice = ChatCompletionNamedToolChoiceParam.model_validate(choice.model_dump())

@@ -158,8 +158,9 @@ class MediaLoader:
             ranges, thread_type = gop_ranges(plan, self._workers)
             if len(ranges) > 1:
                 runs = await asyncio.gather(*(self._run(self._decode_range, plan, r, thread_type) for r in ranges))
-                if all(r is not None for r in runs):
-                    video = merge_gop_runs(plan, runs)  # None: a run was incomplete
+                complete = [r for r in runs if r is not None]
+                if len(complete) == len(runs):
+                    video = merge_gop_runs(plan, complete)  # None: a run was incomplete
         if video is None:
             video = await self._run(self._sample_video, data, num_frames, fps)
         video.frames.flags.writeable = False  # shared through the cache
@@ -191,6 +192,7 @@ class MediaLoader:
     def _resized(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 -> (T, resize_to, resize_to, 3), the model's own resize per frame."""
         size = self.resize_to
+        assert size is not None  # callers resize only when resize_to is set
         out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
         for i, frame in enumerate(frames):
             out[i] = resize_image(Image.fromarray(frame), size)

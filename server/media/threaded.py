@@ -92,10 +92,13 @@ def merge_gop_runs(plan: VideoPlan, runs: list[PickDecoder]) -> VideoFrames | No
     always exactly what `sample_video` returns)."""
     if any(r.errors or r.overshot or r.frames is None or len(r.actual) < len(r.wanted) for r in runs):
         return None
-    shapes = {r.frames.shape[1:] for r in runs}
+    decoded = [r.frames for r in runs if r.frames is not None]  # all of them (checked above)
+    shapes = {f.shape[1:] for f in decoded}
     if len(shapes) != 1:  # the size changed mid-stream: the sequential path keeps the first size
         return None
-    frames = np.concatenate([r.frames[: len(r.actual)] for r in runs]) if len(runs) > 1 else runs[0].frames
+    frames = (
+        np.concatenate([f[: len(r.actual)] for f, r in zip(decoded, runs, strict=True)]) if len(runs) > 1 else decoded[0]
+    )
     actual = {w: p for r in runs for w, p in r.actual.items()}
     return _frames_of(plan, frames, actual, sum(r.decoded for r in runs))
 
