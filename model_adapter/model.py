@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -84,6 +84,12 @@ reference samples 16; vLLM's video loader defaults to 32), unless the engine's
 ``limit_mm_per_prompt={"video": {"num_frames": F}}`` sets another."""
 
 
+def _image_side(config: LlavaConfig) -> int:
+    """The vision tower's input side in pixels (384)."""
+    vision: Any = config.vision_config
+    return int(vision.image_size)
+
+
 class ImagePixelInputs(TensorSchema):
     """Dimensions:
     - bn: batch size x number of images
@@ -132,7 +138,7 @@ class LlavaInterleaveProcessingInfo(BaseProcessingInfo):
         )
 
     def get_image_size_with_most_features(self) -> ImageSize:
-        side = self.get_hf_config().vision_config.image_size
+        side = _image_side(self.get_hf_config())
         return ImageSize(width=side, height=side)
 
     def get_num_frames_with_most_features(self, seq_len: int, mm_counts: Mapping[str, int]) -> int:
@@ -215,12 +221,12 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
         hf_data: Mapping[str, object],
         hf_kwargs: Mapping[str, object],
     ) -> BatchFeature:
-        size = self.info.get_hf_config().vision_config.image_size
+        size = _image_side(self.info.get_hf_config())
         out: dict[str, torch.Tensor] = {}
-        images = hf_data.get("images") or []
+        images: Any = hf_data.get("images") or []  # Pillow images (vLLM's parsed image items)
         if images:
             out["pixel_values"] = torch.from_numpy(preprocess.preprocess_images(images, size))
-        videos = hf_data.get("videos") or []
+        videos: Any = hf_data.get("videos") or []  # (T, H, W, 3) arrays or lists of frames
         if videos:
             per_video = [preprocess.preprocess_frames(_frames_of(v), size) for v in videos]
             out["pixel_values_videos"] = torch.from_numpy(np.concatenate(per_video))
@@ -370,7 +376,7 @@ def _count_subsequence(seq: list[int], sub: list[int]) -> int:
     return count
 
 
-def _frames_of(video: object) -> object:
+def _frames_of(video: object) -> Any:
     """Frames of a parsed video item: ``(T, H, W, 3)`` array, or a list of Pillow images."""
     if isinstance(video, tuple):  # (frames, metadata) from vLLM's video loaders
         video = video[0]
@@ -429,6 +435,9 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
     Vision features are the last SigLIP layer's output without the post-layernorm
     (``vision_feature_layer: -1``, strategy ``full``), 729 tokens per image, projected by the MLP.
     """
+
+    language_model: Any
+    """vLLM's Qwen2 causal LM (``init_vllm_registered_model``)."""
 
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],

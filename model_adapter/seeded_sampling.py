@@ -64,7 +64,7 @@ def apply_cpu_fix() -> bool:
 
     @functools.wraps(base_bookkeeping)
     def _bookkeeping_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
-        rewound = getattr(self, "_llava_interleave_rewound", set())
+        rewound: set[int] = getattr(self, "_llava_interleave_rewound", set())
         self._llava_interleave_rewound = set()
         generators = self.input_batch.generators
         hidden = {i: generators.pop(i) for i in rewound if i in generators}
@@ -73,7 +73,7 @@ def apply_cpu_fix() -> bool:
         finally:
             generators.update(hidden)
 
-    CPUModelRunner._sample = _sample
-    CPUModelRunner._bookkeeping_sync = _bookkeeping_sync
+    CPUModelRunner._sample = _sample  # type: ignore[method-assign]  # the patch itself
+    CPUModelRunner._bookkeeping_sync = _bookkeeping_sync  # type: ignore[method-assign]
     setattr(CPUModelRunner, _APPLIED_FLAG, True)
     return True
