@@ -4,6 +4,7 @@
   serve part of it, and every greedy answer equals the plain ``interleave-serve``'s for that request;
 - killing one replica's actor process mid-load: requests that were not running on it succeed, Ray
   starts a replacement, the deployment is back at 2 RUNNING replicas and the new one serves;
+- a replica whose engine dies fails Ray's health check and is replaced;
 - removing the app while a stream runs: the stream finishes, then replicas and engines exit;
 - ``serve run server.ray_serve:app key=value ...`` serves the same answers.
 """
@@ -163,6 +164,26 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
         "started after the kill (all ok)": len(started_after),
         "replacement RUNNING after (s)": round(replaced_s, 1),
     }
+
+
+def test_a_dead_engine_fails_the_health_check_and_the_replica_is_replaced(cluster, deployed, numbers):
+    """SIGKILL of one replica's vLLM engine core: the replica's readiness fails (engine dead), so does
+    Ray's health check, and Ray replaces the replica; the service keeps answering meanwhile."""
+    replicas = cluster.wait_running(APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S)
+    victim = replicas[0]
+    children = psutil.Process(victim["pid"]).children(recursive=True)
+    engines = [p for p in children if "EngineCor" in p.name()]  # VLLM::EngineCore (comm: 15 chars)
+    assert engines, children
+    t0 = time.perf_counter()
+    engines[0].kill()
+    others = {r["replica_id"] for r in replicas[1:]}
+    after = cluster.wait_running(APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]})
+    numbers["engine core killed -> its replica replaced, 2 RUNNING (s)"] = round(time.perf_counter() - t0, 1)
+    assert others <= {r["replica_id"] for r in after}
+    with httpx.Client(base_url=cluster.serve_url, timeout=120) as client:
+        for k in range(4):
+            r = client.post("/v1/chat/completions", json=mixed_body(k, max_tokens=2, stream=False))
+            assert r.status_code == 200, r.text
 
 
 def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path):
