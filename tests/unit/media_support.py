@@ -10,10 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 from PIL import Image
 
-from harness.media import png_bytes
 from server.media import MediaLimits, MediaLoader, VideoFrames
 
 LIMITS = MediaLimits()
@@ -59,12 +57,6 @@ def rgb(img: Image.Image, xy=(0, 0)) -> tuple[int, int, int]:
 
 def close_to(actual, expected, tol=3) -> bool:
     return all(abs(int(a) - int(e)) <= tol for a, e in zip(actual, expected))
-
-
-@pytest.fixture(scope="module")
-def small_png() -> bytes:
-    img = Image.new("RGB", (8, 8), (10, 200, 30))
-    return png_bytes(img)
 
 
 class LocalServer:

@@ -15,14 +15,13 @@ import httpx
 import pytest
 
 from harness.media import data_url
-from media_support import (  # noqa: F401 - small_png is a fixture
+from media_support import (
     LIMITS,
     LocalServer,
     fetch,
     load,
     rgb,
     slow_route,
-    small_png,
     unsized_route,
 )
 from server.media import MediaError, MediaLimits, MediaLoader

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from harness.media import data_url, image_bytes, png_bytes, png_with_declared_size
-from media_support import LIMITS, close_to, load, rgb, small_png  # noqa: F401 - small_png is a fixture
+from media_support import LIMITS, close_to, load, rgb
 from server.media import MediaError, MediaLimits, decode_image
 
 

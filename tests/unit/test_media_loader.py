@@ -10,13 +10,12 @@ import pytest
 from PIL import Image
 
 from harness.media import data_url, encode_video, png_bytes
-from media_support import (  # noqa: F401 - small_png is a fixture
+from media_support import (
     LIMITS,
     LocalServer,
     load,
     load_video,
     rgb,
-    small_png,
 )
 from server.media import ImageDecoder, MediaError, MediaLimits, MediaLoader, VideoFrames, sample_video
 

@@ -16,7 +16,7 @@ from harness.media import (
     frame_index,
     packet_spans,
 )
-from media_support import load_video, small_png  # noqa: F401 - small_png is a fixture
+from media_support import load_video
 from server.media import MediaError, MediaLimits, sample_video
 
 
