@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
 from server.chat import ChatService
 from server.completions import router as completions_router
-from server.errors import APIError, format_loc, invalid_request
+from server.errors import APIError
 from server.generation import InferenceEngine
 from server.lifecycle import AppState
 from server.logs import REQUEST_ERROR_KEY
@@ -173,13 +172,8 @@ def create_app(
         request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = exc.code or exc.type  # the request's log line
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        loc = [x for x in (errors[0].get("loc", ()) if errors else ()) if x not in ("body", "query", "path")]
-        err = invalid_request(str(errors[0].get("msg")) if errors else "Invalid request.", param=format_loc(loc))
-        request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = err.code or err.type
-        return JSONResponse(err.to_dict(), status_code=400)
+    # No RequestValidationError handler: no route declares a body or typed parameters (bodies are
+    # parsed by server.schemas into 400s naming the field), so FastAPI never raises one.
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 
-from server_fakes import png_data_url, running_app
+from server_fakes import FakeEngine, make_builder, png_data_url, running_app
 
 from server.logs import REQUEST_ID, JsonFormatter, RequestIdFilter, TextFormatter
 
@@ -69,3 +71,34 @@ def test_lines_outside_requests_have_no_request_id():
     rec = record("ready")
     assert TextFormatter().format(rec).endswith("server.chat: ready")
     assert "request_id" not in json.loads(JsonFormatter().format(rec))
+
+
+async def test_a_progress_line_while_the_engine_loads(caplog, monkeypatch):
+    import server.app
+
+    monkeypatch.setattr(server.app, "LOAD_PROGRESS_INTERVAL_SECONDS", 0.01)
+    caplog.set_level(logging.INFO, logger="server.app")
+    release = threading.Event()
+
+    def slow_loader(settings):
+        release.wait(30)
+        return FakeEngine(), make_builder()
+
+    def progress_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("still loading the engine (")]
+
+    try:
+        async with running_app(loader=slow_loader, wait_ready=False) as h:
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(progress_lines()) < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(progress_lines()) >= 2
+            release.set()
+            while (await h.client.get("/ready")).status_code != 200 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            seen = len(progress_lines())
+            assert (await h.client.get("/ready")).status_code == 200
+            await asyncio.sleep(0.05)  # a few intervals: no progress line once loaded
+            assert len(progress_lines()) == seen
+    finally:
+        release.set()
