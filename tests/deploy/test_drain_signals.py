@@ -29,6 +29,25 @@ CASES = {
 DRAIN_TIMEOUT_S = 120
 
 
+def _mapped_shm(pid: int) -> set[str]:
+    """The /dev/shm segments that the server ``pid`` and its engine processes have mapped (vLLM's
+    engine-worker queues are multiprocessing shared memory)."""
+    import psutil
+
+    names = set()
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            with open(f"/proc/{proc.pid}/maps") as maps:
+                names.update(tok for line in maps for tok in line.split() if tok.startswith("/dev/shm/psm_"))
+        except OSError:
+            pass
+    return names
+
+
+SERVER_SHM: set[str] = set()
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, tiny_checkpoint_path):
     """One fresh server per case, started concurrently."""
@@ -45,6 +64,7 @@ def servers(tmp_path_factory, tiny_checkpoint_path):
         try:
             for name, fut in futures.items():
                 started[name] = fut.result()
+                SERVER_SHM.update(_mapped_shm(started[name].process.pid))
         finally:
             if len(started) < len(CASES):
                 for srv in started.values():
@@ -63,7 +83,8 @@ def test_signal_drains_and_exits_zero(servers, case):
     done = threading.Event()
 
     def stream() -> None:
-        body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 1500,
+        body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 6000,
+                "ignore_eos": True,
                 "temperature": 0, "stream": True}
         try:
             with httpx.stream("POST", server.v1 + "/chat/completions", json=body, timeout=120) as resp:
@@ -109,3 +130,14 @@ def test_signal_drains_and_exits_zero(servers, case):
     assert "Traceback" not in log, server.log_tail(80)
     assert "EngineDeadError" not in log
     print(f"\n{case}: stream completed ({len(chunks)} chunks), exit 0 {drain_s:.1f} s after the signal")
+
+
+def test_no_shared_memory_left_after_the_drains(servers):
+    """After the three drained exits none of the /dev/shm segments their engines had mapped is left
+    (each is unlinked by its creator or, within moments of the exit, by the resource tracker)."""
+    assert SERVER_SHM, "the engines mapped no shared memory: nothing was checked"
+    assert all(srv.process.poll() is not None for srv in servers.values())
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(p) for p in SERVER_SHM) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in SERVER_SHM if os.path.exists(p)]
