@@ -205,7 +205,7 @@ class Workload:
 def plan(requests_per_type: int, types: tuple[str, ...]) -> list[tuple[str, int]]:
     """The request order: types interleaved, each request numbered."""
     order = []
-    for i in range(requests_per_type):
+    for _ in range(requests_per_type):
         for kind in types:
             order.append((kind, len(order)))
     return order
@@ -518,7 +518,7 @@ def machine_info() -> dict:
     def sh(cmd: str) -> str:
         try:
             return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:
+        except Exception:  # noqa: BLE001 - machine facts are best effort
             return ""
 
     info = {
@@ -533,7 +533,7 @@ def machine_info() -> dict:
         import torch
 
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    except Exception:
+    except Exception:  # noqa: BLE001 - machine facts are best effort
         info["cuda"] = ""
     return info
 
@@ -715,7 +715,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         import torch
 
         cuda = torch.cuda.is_available()
-    except Exception:
+    except Exception:  # noqa: BLE001 - torch missing or broken: the CPU defaults
         cuda = False
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=("mixed", "chat"), default="mixed",

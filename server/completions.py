@@ -51,7 +51,10 @@ from server.streaming import DONE, ClientDisconnected, SSEResponse, run_unless_d
 
 router = APIRouter()
 
-_ok_null = (lambda v: v is None)
+def _ok_null(v: Any) -> bool:
+    return v is None
+
+
 UNSUPPORTED_COMPLETION_FIELDS: dict[str, tuple[Any, str]] = {
     "suffix": (_ok_null, "suffix (insertion) is not implemented"),
     "best_of": (lambda v: v is None or v == 1, "best_of is not implemented"),
@@ -344,7 +347,7 @@ async def _stream(
             yield chunk([], usage(prompt_tokens, completion_tokens, cached))
     except APIError as exc:
         yield sse_event(exc.to_dict())
-    except Exception:
+    except Exception:  # noqa: BLE001 - logged, and the stream ends with an error event
         from server.errors import internal_error
 
         yield sse_event(internal_error().to_dict())

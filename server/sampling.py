@@ -85,7 +85,7 @@ def compact_json_grammar(schema: dict[str, Any] | str) -> str:
     try:
         text = schema if isinstance(schema, str) else json.dumps(schema)  # a str is the schema as JSON text
         grammar = xgrammar.Grammar.from_json_schema(text, any_whitespace=False, separators=(",", ":"))
-    except Exception as exc:  # xgrammar raises RuntimeError / ValueError subclasses
+    except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError / ValueError subclasses: all a 400
         raise ValueError(f"the JSON schema cannot be turned into a grammar: {exc}") from None
     return str(grammar)
 

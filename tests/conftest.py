@@ -29,7 +29,7 @@ def _has_cuda() -> bool:
         import torch
 
         return torch.cuda.is_available()
-    except Exception:  # torch missing or broken: no GPU tests
+    except Exception:  # noqa: BLE001 - torch missing or broken: no GPU tests
         return False
 
 

@@ -32,12 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import hashlib
+
 _blake3: Any
 try:  # blake3 comes with vLLM: ~3x faster than blake2b on the same core
     from blake3 import blake3 as _blake3
 except ImportError:  # pragma: no cover - only without vLLM's dependencies
     _blake3 = None
-import hashlib
 
 __all__ = [
     "CacheStats",

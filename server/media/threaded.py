@@ -58,7 +58,7 @@ def gop_ranges(plan: VideoPlan, parts: int) -> tuple[list[list[int]], str]:
     range_costs: list[int] = []
     current: list[int] = []
     cost = done = 0
-    for i, (group, c) in enumerate(zip(groups, costs)):
+    for i, (group, c) in enumerate(zip(groups, costs, strict=True)):
         current.extend(group)
         cost += c
         left = parts - len(ranges) - 1  # ranges still to start after this one

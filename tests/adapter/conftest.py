@@ -48,7 +48,7 @@ def close_llm(llm) -> None:
     """Shut an offline engine down and free its processes."""
     try:
         llm.llm_engine.engine_core.shutdown()
-    except Exception:  # already gone
+    except Exception:  # noqa: BLE001 - already gone
         pass
     del llm
     gc.collect()

@@ -92,8 +92,8 @@ def test_greedy_tokens_and_logprobs_match_transformers(case, llm, hf_reference):
     completion = result.outputs[0]
     assert list(completion.token_ids) == ref_ids
     assert len(set(ref_ids)) > MAX_NEW_TOKENS // 2, "random weights must not collapse to one token"
-    for step, (ours, ref) in enumerate(zip(completion.logprobs, ref_logprobs)):
+    for step, (ours, ref) in enumerate(zip(completion.logprobs, ref_logprobs, strict=True)):
         ref_top = torch.topk(ref, TOP_LOGPROBS)
-        for token_id, value in zip(ref_top.indices.tolist(), ref_top.values.tolist()):
+        for token_id, value in zip(ref_top.indices.tolist(), ref_top.values.tolist(), strict=True):
             assert token_id in ours, f"step {step}: reference top-5 token {token_id} missing"
             assert abs(ours[token_id].logprob - value) <= 1e-3, (step, token_id)

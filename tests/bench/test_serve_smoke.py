@@ -27,11 +27,11 @@ def test_serve_bench_quick(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    summary = lines[lines.index(next(l for l in lines if l.startswith("summary"))):]
-    assert any(l.startswith("ours ") for l in summary), proc.stdout
-    assert any(l.startswith("vllm ") for l in summary), proc.stdout
-    assert any(l.startswith("ratio ours/vllm:") for l in summary), proc.stdout
-    assert any(l.startswith("ratio ours/engine:") for l in summary), proc.stdout
+    summary = lines[lines.index(next(line for line in lines if line.startswith("summary"))):]
+    assert any(line.startswith("ours ") for line in summary), proc.stdout
+    assert any(line.startswith("vllm ") for line in summary), proc.stdout
+    assert any(line.startswith("ratio ours/vllm:") for line in summary), proc.stdout
+    assert any(line.startswith("ratio ours/engine:") for line in summary), proc.stdout
     result = json.loads(out.read_text())
     assert {r["server"] for r in result["rounds"]} == {"ours", "vllm", "engine"}
     assert all(r["errors"] == 0 and r["requests"] == 9 for r in result["rounds"])
@@ -48,7 +48,7 @@ def test_serve_bench_chat_quick(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert any(l.startswith("ratio ours/engine per turn:") for l in proc.stdout.splitlines()), proc.stdout
+    assert any(line.startswith("ratio ours/engine per turn:") for line in proc.stdout.splitlines()), proc.stdout
     result = json.loads(out.read_text())
     assert all(r["errors"] == 0 and r["requests"] == 3 for r in result["rounds"])  # 1 conversation x 3 turns
     assert set(result["turns"]["table"]["ours"]) == {"turn1", "turn2", "turn3"}

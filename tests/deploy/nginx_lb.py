@@ -60,7 +60,7 @@ def render_template(envsubst: str, values: dict[str, str], template: Path = TEMP
     assert set(values) == set(PLACEHOLDERS), sorted(values)
     text = template.read_text()
     assert set(_PLACEHOLDER.findall(text)) == set(PLACEHOLDERS), sorted(set(_PLACEHOLDER.findall(text)))
-    shell_format = " ".join("${%s}" % name for name in PLACEHOLDERS)
+    shell_format = " ".join(f"${{{name}}}" for name in PLACEHOLDERS)
     out = subprocess.run(
         [envsubst, shell_format],
         input=text,

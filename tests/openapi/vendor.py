@@ -50,7 +50,7 @@ def main(src: str, commit: str) -> None:
         _refs(schemas[name], found)
         todo.extend(sorted(found - keep.keys()))
     out = {
-        "source": "https://github.com/openai/openai-openapi/blob/%s/openapi.json" % commit,
+        "source": f"https://github.com/openai/openai-openapi/blob/{commit}/openapi.json",
         "commit": commit,
         "openapi": spec["openapi"],
         "roots": ROOTS,

@@ -232,6 +232,7 @@ def start_head(num_cpus: int, *, env: dict[str, str] | None = None, object_store
          "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
          "--ray-client-server-port"],
         ports[3:10],
+        strict=True,
     ))
     worker_ports = ",".join(str(p) for p in ports[10:])  # one per worker process (controller, proxy, replicas, ...)
     cluster = RayCluster(

@@ -83,7 +83,7 @@ def test_sampling_matrix_never_kills_the_engine(reliability_server):
     """Every sampling option set x prompt (short, long, image, video, scene), streaming and not: 200
     (or a 400 naming an unsupported field), never a 5xx, and the engine stays alive."""
     bodies = []
-    for k, (options, (name, make)) in enumerate(itertools.product(SAMPLING, PROMPTS.items())):
+    for k, (options, (_name, make)) in enumerate(itertools.product(SAMPLING, PROMPTS.items())):
         body = {"messages": [{"role": "user", "content": make(k)}], "max_tokens": 4, "stream": k % 2 == 0}
         body.update(options)
         bodies.append(body)

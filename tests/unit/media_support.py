@@ -56,7 +56,7 @@ def rgb(img: Image.Image, xy=(0, 0)) -> tuple[int, int, int]:
 
 
 def close_to(actual, expected, tol=3) -> bool:
-    return all(abs(int(a) - int(e)) <= tol for a, e in zip(actual, expected))
+    return all(abs(int(a) - int(e)) <= tol for a, e in zip(actual, expected, strict=True))
 
 
 class LocalServer:

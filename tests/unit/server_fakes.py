@@ -201,7 +201,7 @@ class FakeMediaLoader:
             raw = base64.b64decode(m.group(1) + "==")
             img = Image.open(io.BytesIO(raw))
             img.load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any Pillow failure is a bad image here
             raise FakeMediaError(f"not a decodable image: {exc}") from None
         return img.convert("RGB")
 

@@ -97,7 +97,7 @@ def test_gop_aware_sampling_equals_decoding_every_frame(gop, container, num_fram
     reference = decode_all(data)
     video = sample_video(data, num_frames=num_frames)
     assert video.frame_indices == expected_centres(45, num_frames)
-    for frame, index in zip(video.frames, video.frame_indices):
+    for frame, index in zip(video.frames, video.frame_indices, strict=True):
         assert np.array_equal(frame, reference[index])
 
 
@@ -115,7 +115,7 @@ def test_sampler_skips_unwanted_b_frames_and_stays_exact():
     video = sample_video(data, num_frames=4)
     assert video.frame_indices == [7, 22, 37, 52]
     assert video.decoded_frames < 52  # non-reference frames nobody wants are not decoded
-    assert all(np.array_equal(f, reference[i]) for f, i in zip(video.frames, video.frame_indices))
+    assert all(np.array_equal(f, reference[i]) for f, i in zip(video.frames, video.frame_indices, strict=True))
 
 
 def test_fps_sampling_and_its_cap(clip_60):
@@ -196,7 +196,7 @@ def test_h264_clip_with_corrupted_middle_packets_samples_the_frames_that_decode(
     assert len(set(video.frame_indices)) == len(video.frame_indices)
     # Frames before the damage are exact.
     reference = decode_all(data)
-    early = [(f, i) for f, i in zip(video.frames, video.frame_indices) if i < 18]
+    early = [(f, i) for f, i in zip(video.frames, video.frame_indices, strict=True) if i < 18]
     assert early and all(np.array_equal(f, reference[i]) for f, i in early)
 
 
