@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -96,7 +95,6 @@ ContentPart = Annotated[
     Union[TextPart, ImageURLPart, VideoURLPart, SceneViewsPart], Field(discriminator="type")
 ]
 PART_TYPES = ("text", "image_url", "video_url", "scene_views")
-VISUAL_PART_TYPES = ("image_url", "video_url", "scene_views")
 UNSUPPORTED_PART_TYPES = ("input_audio", "audio_url", "file", "image_embeds", "audio_embeds", "image_pil")
 """Content part types OpenAI or vLLM define that this model cannot take: 400 ``unsupported_parameter``."""
 
@@ -624,23 +622,28 @@ def _to_api_error(exc: ValidationError) -> APIError:
 # Response: the openai package's own types (one definition of the wire format)
 # ------------------------------------------------------------------------------------------------
 
-from openai.types import Completion, CompletionChoice, CompletionUsage  # noqa: E402
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage  # noqa: E402
-from openai.types.chat.chat_completion import Choice, ChoiceLogprobs  # noqa: E402
-from openai.types.chat.chat_completion_chunk import (  # noqa: E402
-    Choice as ChunkChoice,
-    ChoiceDelta as DeltaMessage,
-    ChoiceDeltaToolCall,
-    ChoiceDeltaToolCallFunction,
-    ChoiceLogprobs as ChunkLogprobs,
-)
-from openai.types.chat.chat_completion_message_function_tool_call import (  # noqa: E402
-    ChatCompletionMessageFunctionToolCall as MessageToolCall,
-    Function as MessageToolCallFunction,
-)
-from openai.types.chat.chat_completion_token_logprob import ChatCompletionTokenLogprob as TokenLogprob  # noqa: E402
-from openai.types.chat.chat_completion_token_logprob import TopLogprob  # noqa: E402
-from openai.types.completion_choice import Logprobs as CompletionLogprobs  # noqa: E402
+# Re-exported (``X as X``, or an alias assignment) for server.chat_output and server.completions,
+# which build responses from them.
+from openai.types import Completion as Completion  # noqa: E402
+from openai.types import CompletionChoice as CompletionChoice  # noqa: E402
+from openai.types import CompletionUsage, completion_choice  # noqa: E402
+from openai.types.chat import ChatCompletion as ChatCompletion  # noqa: E402
+from openai.types.chat import ChatCompletionChunk as ChatCompletionChunk  # noqa: E402
+from openai.types.chat import ChatCompletionMessage, chat_completion_chunk  # noqa: E402
+from openai.types.chat import chat_completion_message_function_tool_call as _function_tool_call  # noqa: E402
+from openai.types.chat.chat_completion import Choice as Choice  # noqa: E402
+from openai.types.chat.chat_completion import ChoiceLogprobs as ChoiceLogprobs  # noqa: E402
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall as ChoiceDeltaToolCall  # noqa: E402
+from openai.types.chat.chat_completion_token_logprob import ChatCompletionTokenLogprob  # noqa: E402
+from openai.types.chat.chat_completion_token_logprob import TopLogprob as TopLogprob  # noqa: E402
+
+ChunkChoice = chat_completion_chunk.Choice
+DeltaMessage = chat_completion_chunk.ChoiceDelta
+ChunkLogprobs = chat_completion_chunk.ChoiceLogprobs
+MessageToolCall = _function_tool_call.ChatCompletionMessageFunctionToolCall
+MessageToolCallFunction = _function_tool_call.Function
+TokenLogprob = ChatCompletionTokenLogprob
+CompletionLogprobs = completion_choice.Logprobs
 
 Usage = CompletionUsage
 AssistantMessage = ChatCompletionMessage
