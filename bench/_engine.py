@@ -51,7 +51,9 @@ def _cpu_seconds() -> dict[str, float]:
     return out
 
 
-def run_engine_round(args: argparse.Namespace, opts, log_dir: Path, tag: str, timeout: float = 3600.0) -> dict:
+def run_engine_round(
+    args: argparse.Namespace, opts, log_dir: Path, tag: str, timeout: float = 3600.0
+) -> dict:
     """Run one engine round in a subprocess; returns its result dict (results, wall_s, start_s, cpu_s).
 
     Raises:
@@ -61,15 +63,22 @@ def run_engine_round(args: argparse.Namespace, opts, log_dir: Path, tag: str, ti
     spec = log_dir / f"engine-{tag}.spec.json"
     out = log_dir / f"engine-{tag}.out.json"
     log = log_dir / f"engine-{tag}.log"
-    spec.write_text(json.dumps({
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "opts": asdict(opts),
-    }))
+    spec.write_text(
+        json.dumps(
+            {
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "opts": asdict(opts),
+            }
+        )
+    )
     out.unlink(missing_ok=True)
     with open(log, "w") as fh:
         proc = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--spec", str(spec), "--out", str(out)],
-            stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            start_new_session=True,
         )
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
@@ -78,6 +87,9 @@ def run_engine_round(args: argparse.Namespace, opts, log_dir: Path, tag: str, ti
 
 
 async def _run(spec: dict) -> dict:
+    from prometheus_client import CollectorRegistry
+    from vllm.inputs import TokensPrompt
+
     from bench._servers import EngineOptions, ours_flags
     from bench.serve import TYPES, build_chat, build_workload, chat_warmup_workload, plan
     from server.app import default_media_loader, load_vllm_model, prompt_limits
@@ -85,8 +97,6 @@ async def _run(spec: dict) -> dict:
     from server.cli import parse_settings
     from server.metrics import ServerMetrics
     from server.schemas import parse_chat_request
-    from prometheus_client import CollectorRegistry
-    from vllm.inputs import TokensPrompt
 
     args = argparse.Namespace(**spec["args"])
     args.chat_video_size = tuple(args.chat_video_size)
@@ -97,8 +107,14 @@ async def _run(spec: dict) -> dict:
     start_s = time.perf_counter() - t0
     try:
         loader = default_media_loader(settings, builder.image_size)  # as the server's startup does
-        service = ChatService(engine, loader, builder, prompt_limits(settings), ServerMetrics(CollectorRegistry()),
-                              default_max_tokens=settings.default_max_tokens)
+        service = ChatService(
+            engine,
+            loader,
+            builder,
+            prompt_limits(settings),
+            ServerMetrics(CollectorRegistry()),
+            default_max_tokens=settings.default_max_tokens,
+        )
 
         async def prepare(body: dict):
             return await service.prepare(parse_chat_request(body), time.perf_counter())
@@ -123,17 +139,29 @@ async def _run(spec: dict) -> dict:
                     tokens += sum(len(c.token_ids) for c in out.outputs)
                     prompt_tokens = len(out.prompt_token_ids or ())
             except Exception as exc:  # noqa: BLE001 - reported as a failed request
-                return {"kind": kind, "ok": False, "e2e": time.perf_counter() - t, "error": f"{type(exc).__name__}: {exc}"}
+                return {
+                    "kind": kind,
+                    "ok": False,
+                    "e2e": time.perf_counter() - t,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
             e2e = time.perf_counter() - t
-            return {"kind": kind, "ok": True, "e2e": e2e, "ttft": ttft if ttft is not None else e2e,
-                    "prompt_tokens": prompt_tokens, "completion_tokens": tokens}
+            return {
+                "kind": kind,
+                "ok": True,
+                "e2e": e2e,
+                "ttft": ttft if ttft is not None else e2e,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+            }
 
         if args.workload == "chat":
             chat = build_chat(args)
             warm_chat = chat_warmup_workload(build_workload(args), args)
             warm = [await prepare(warm_chat.body(0, t)) for t in range(1, warm_chat.turns + 1)]
             convs = [
-                [await prepare(chat.body(c, t)) for t in range(1, chat.turns + 1)] for c in range(len(chat.conversations))
+                [await prepare(chat.body(c, t)) for t in range(1, chat.turns + 1)]
+                for c in range(len(chat.conversations))
             ]
             for p in warm:
                 await one(p, "warm")

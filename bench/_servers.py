@@ -64,30 +64,46 @@ class ServerKind:
 
 OURS = ServerKind("ours", "interleave-serve (server/ on AsyncLLM)", "/ready")
 VLLM = ServerKind("vllm", "vLLM OpenAI server + our plugin", "/health")
-VLLM_BUILTIN = ServerKind("vllm-builtin", "vLLM OpenAI server, built-in LlavaForConditionalGeneration", "/health", video=False)
-ENGINE = ServerKind("engine", "AsyncLLM in-process, our engine arguments, media decoded beforehand (bench/_engine.py)", "")
+VLLM_BUILTIN = ServerKind(
+    "vllm-builtin", "vLLM OpenAI server, built-in LlavaForConditionalGeneration", "/health", video=False
+)
+ENGINE = ServerKind(
+    "engine", "AsyncLLM in-process, our engine arguments, media decoded beforehand (bench/_engine.py)", ""
+)
 
 
 def ours_flags(opts: EngineOptions) -> list[str]:
     """The `interleave-serve` flags of `opts` (without host and port): the `ours` server and the
     `engine` column (whose settings are parsed from the same flags) get the same engine."""
     return [
-        "--model", opts.model,
-        "--served-model-name", SERVED_NAME,
-        "--dtype", opts.dtype,
-        "--max-model-len", str(opts.max_model_len),
-        "--gpu-memory-utilization", str(opts.gpu_memory_utilization),
+        "--model",
+        opts.model,
+        "--served-model-name",
+        SERVED_NAME,
+        "--dtype",
+        opts.dtype,
+        "--max-model-len",
+        str(opts.max_model_len),
+        "--gpu-memory-utilization",
+        str(opts.gpu_memory_utilization),
         "--enforce-eager" if opts.enforce_eager else "--no-enforce-eager",
         "--enable-prefix-caching" if opts.prefix_caching else "--no-enable-prefix-caching",
-        "--max-num-seqs", str(opts.max_num_seqs),
-        "--seed", str(opts.seed),
+        "--max-num-seqs",
+        str(opts.max_num_seqs),
+        "--seed",
+        str(opts.seed),
         # The engine's image limit is images + frames + views; match the workload like vLLM's
         # --limit-mm-per-prompt below ({"image": 2, "video": 1} with num_frames frames per video).
-        "--max-images-per-request", str(opts.images_per_request),
-        "--max-frames-per-request", str(opts.num_frames),
-        "--max-views-per-request", "0",
-        "--default-num-frames", str(opts.num_frames),
-        "--log-level", "warning",
+        "--max-images-per-request",
+        str(opts.images_per_request),
+        "--max-frames-per-request",
+        str(opts.num_frames),
+        "--max-views-per-request",
+        "0",
+        "--default-num-frames",
+        str(opts.num_frames),
+        "--log-level",
+        "warning",
     ]
 
 
@@ -101,27 +117,43 @@ def _vllm_command(opts: EngineOptions, port: int, plugin: bool) -> list[str]:
     import model_adapter
 
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", opts.model,
-        "--served-model-name", SERVED_NAME,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chat-template", model_adapter.chat_template_path(),
-        "--dtype", opts.dtype,
-        "--max-model-len", str(opts.max_model_len),
-        "--gpu-memory-utilization", str(opts.gpu_memory_utilization),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        opts.model,
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chat-template",
+        model_adapter.chat_template_path(),
+        "--dtype",
+        opts.dtype,
+        "--max-model-len",
+        str(opts.max_model_len),
+        "--gpu-memory-utilization",
+        str(opts.gpu_memory_utilization),
         "--enable-prefix-caching" if opts.prefix_caching else "--no-enable-prefix-caching",
-        "--max-num-seqs", str(opts.max_num_seqs),
-        "--seed", str(opts.seed),
-        "--uvicorn-log-level", "warning",
+        "--max-num-seqs",
+        str(opts.max_num_seqs),
+        "--seed",
+        str(opts.seed),
+        "--uvicorn-log-level",
+        "warning",
     ]
     if opts.enforce_eager:
         cmd.append("--enforce-eager")
     if plugin:
         cmd += [
-            "--hf-overrides", json.dumps(model_adapter.hf_overrides()),
-            "--limit-mm-per-prompt", json.dumps({"image": opts.images_per_request, "video": 1}),
-            "--media-io-kwargs", json.dumps({"video": {"num_frames": opts.num_frames}}),
+            "--hf-overrides",
+            json.dumps(model_adapter.hf_overrides()),
+            "--limit-mm-per-prompt",
+            json.dumps({"image": opts.images_per_request, "video": 1}),
+            "--media-io-kwargs",
+            json.dumps({"video": {"num_frames": opts.num_frames}}),
         ]
     else:
         # The checkpoint's own architecture (LlavaForConditionalGeneration): images only.
@@ -165,7 +197,9 @@ class RunningServer(harness_servers.RunningServer):
 _SCHED_RE = re.compile(r"(max_num_batched_tokens)=(\d+)")  # logged by the engine when chunked prefill is on
 
 
-def start_server(kind: ServerKind, opts: EngineOptions, log_dir: Path, tag: str, timeout: float = 900.0) -> RunningServer:
+def start_server(
+    kind: ServerKind, opts: EngineOptions, log_dir: Path, tag: str, timeout: float = 900.0
+) -> RunningServer:
     """Start ``kind`` and wait until its ready endpoint answers 200.
 
     Raises:
@@ -174,7 +208,10 @@ def start_server(kind: ServerKind, opts: EngineOptions, log_dir: Path, tag: str,
     port = free_port()
     log_path = log_dir / f"{kind.key}-{tag}.log"
     started = harness_servers.start_server(
-        kind.command(opts, port), ready_url=f"http://127.0.0.1:{port}{kind.ready_path}", log_path=log_path, timeout=timeout
+        kind.command(opts, port),
+        ready_url=f"http://127.0.0.1:{port}{kind.ready_path}",
+        log_path=log_path,
+        timeout=timeout,
     )
     server = RunningServer(**vars(started), kind=kind)
     try:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime
 import io
 import json
 import os
@@ -294,16 +293,20 @@ def build_chat(args: argparse.Namespace) -> ChatWorkload:
         video = chat_clip(args, seed=c + 1)
         images = make_images(seed=100 + c)
         conversations.append(
-            (data_url(video, "video/mp4"), (data_url(images[0], "image/jpeg"), data_url(images[1], "image/jpeg")))
+            (
+                data_url(video, "video/mp4"),
+                (data_url(images[0], "image/jpeg"), data_url(images[1], "image/jpeg")),
+            )
         )
     return ChatWorkload(tuple(conversations), args.chat_frames, args.turns, args.max_tokens, args.ignore_eos)
 
 
-def chat_warmup_workload(workload: "Workload", args: argparse.Namespace) -> ChatWorkload:
+def chat_warmup_workload(workload: Workload, args: argparse.Namespace) -> ChatWorkload:
     """A 2-turn conversation on the mixed workload's small media (never the measured media, so the
     measured first turns find no cache warm)."""
-    return ChatWorkload(((workload.video, workload.images),), min(args.chat_frames, 8), 2, args.max_tokens,
-                        args.ignore_eos)
+    return ChatWorkload(
+        ((workload.video, workload.images),), min(args.chat_frames, 8), 2, args.max_tokens, args.ignore_eos
+    )
 
 
 async def run_chat(base_url: str, chat: ChatWorkload, concurrency: int) -> tuple[list[Result], float]:
@@ -369,7 +372,9 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict, kind: str
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
-                return Result(kind, False, time.perf_counter() - t0, error=f"HTTP {response.status_code}: {text[:300]}")
+                return Result(
+                    kind, False, time.perf_counter() - t0, error=f"HTTP {response.status_code}: {text[:300]}"
+                )
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -401,7 +406,9 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict, kind: str
     )
 
 
-async def run_load(base_url: str, workload: Workload, order: list[tuple[str, int]], concurrency: int) -> tuple[list[Result], float]:
+async def run_load(
+    base_url: str, workload: Workload, order: list[tuple[str, int]], concurrency: int
+) -> tuple[list[Result], float]:
     """Send `order` with `concurrency` requests in flight; returns the results and the wall time."""
     url = base_url + "/v1/chat/completions"
     bodies = [(kind, workload.body(kind, i)) for kind, i in order]
@@ -460,8 +467,9 @@ class RoundStats:
     cache: dict = field(default_factory=dict)
 
 
-def summarize(server: str, rnd: int, start_s: float, results: list[Result], wall: float, scheduler: dict,
-              cpu_s: dict) -> RoundStats:
+def summarize(
+    server: str, rnd: int, start_s: float, results: list[Result], wall: float, scheduler: dict, cpu_s: dict
+) -> RoundStats:
     ok = [r for r in results if r.ok]
     per_type = {}
     for kind in result_kinds(results):
@@ -562,7 +570,9 @@ def print_report(all_rounds: list[RoundStats], kinds: list[ServerKind]) -> dict:
         print(row(f"{r.server} r{r.round}", asdict(r), f"  {r.start_s:>7.1f}  {r.errors:>6}  {cpu}"))
     print()
     print("per type (all rounds pooled by median of round values)")
-    print(f"{'server':<14} {'type':<7} {'prompt tok':>10} {'out tok':>8} {'TTFT p50':>9} {'e2e p50':>9} {'e2e p99':>9}")
+    print(
+        f"{'server':<14} {'type':<7} {'prompt tok':>10} {'out tok':>8} {'TTFT p50':>9} {'e2e p50':>9} {'e2e p99':>9}"
+    )
     all_types = result_kinds([Result(t, True) for r in all_rounds for t in r.per_type])
     for kind in kinds:
         rs = [r for r in all_rounds if r.server == kind.key]
@@ -599,7 +609,11 @@ def print_report(all_rounds: list[RoundStats], kinds: list[ServerKind]) -> dict:
             f"e2e p50 {r['e2e_p50']:.2f} p99 {r['e2e_p99']:.2f}  "
             "(throughput: >1 ours faster; latency: <1 ours faster)"
         )
-    report = {"summary": summary, "ratios": all_ratios.get("vllm", {}), "ratios_engine": all_ratios.get("engine", {})}
+    report = {
+        "summary": summary,
+        "ratios": all_ratios.get("vllm", {}),
+        "ratios_engine": all_ratios.get("engine", {}),
+    }
     turns = [t for t in all_types if t.startswith("turn")]
     if turns:
         report["turns"] = print_turns(all_rounds, kinds, turns)
@@ -632,9 +646,15 @@ def print_turns(all_rounds: list[RoundStats], kinds: list[ServerKind], turns: li
                 }
         if per:
             table[kind.key] = per
-            print(f"{kind.key:<14} " + " ".join(
-                f"{per[t]['ttft_p50'] * 1000:>11.0f} {per[t]['e2e_p50'] * 1000:>10.0f}" if t in per else f"{'-':>11} {'-':>10}"
-                for t in turns))
+            print(
+                f"{kind.key:<14} "
+                + " ".join(
+                    f"{per[t]['ttft_p50'] * 1000:>11.0f} {per[t]['e2e_p50'] * 1000:>10.0f}"
+                    if t in per
+                    else f"{'-':>11} {'-':>10}"
+                    for t in turns
+                )
+            )
     ratios: dict[str, dict[str, dict[str, float]]] = {}
     for base in ("vllm", "engine"):
         if "ours" not in table or base not in table:
@@ -663,9 +683,22 @@ def start_py_spy(server, out_dir: Path, tag: str):
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{tag}.collapsed.txt"
     proc = subprocess.Popen(
-        [exe, "record", "--pid", str(server.process.pid), "--subprocesses", "--rate", "200",
-         "--format", "raw", "--output", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "record",
+            "--pid",
+            str(server.process.pid),
+            "--subprocesses",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(1.0)  # let it attach before the load starts
     return proc
@@ -718,44 +751,89 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except Exception:  # noqa: BLE001 - torch missing or broken: the CPU defaults
         cuda = False
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=("mixed", "chat"), default="mixed",
-                   help="mixed: single requests of three types (default); chat: multi-turn conversations")
-    p.add_argument("--requests", type=int, default=12, help="mixed: requests of EACH type per round (default 12)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="requests (mixed) or conversations (chat) in flight (default 4 / 1)")
+    p.add_argument(
+        "--workload",
+        choices=("mixed", "chat"),
+        default="mixed",
+        help="mixed: single requests of three types (default); chat: multi-turn conversations",
+    )
+    p.add_argument(
+        "--requests", type=int, default=12, help="mixed: requests of EACH type per round (default 12)"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests (mixed) or conversations (chat) in flight (default 4 / 1)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="rounds; each starts every server once (default 3)")
     p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request (default 32)")
     p.add_argument("--model", help="checkpoint folder (default: built from --size)")
-    p.add_argument("--size", choices=("tiny", "0.5b", "7b"), default="tiny",
-                   help="random-weight checkpoint to build when --model is not given (default tiny)")
-    p.add_argument("--quick", action="store_true",
-                   help="smallest run: 1 round, 16 tokens; mixed: 3 per type, concurrency 2; chat: 1 "
-                   "conversation of a 10 s 854x480 clip")
+    p.add_argument(
+        "--size",
+        choices=("tiny", "0.5b", "7b"),
+        default="tiny",
+        help="random-weight checkpoint to build when --model is not given (default tiny)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smallest run: 1 round, 16 tokens; mixed: 3 per type, concurrency 2; chat: 1 "
+        "conversation of a 10 s 854x480 clip",
+    )
     p.add_argument("--json", type=Path, help="write the results to this file")
-    p.add_argument("--servers", default=None,
-                   help="comma-separated subset of ours,vllm,engine,vllm-builtin (default: ours,vllm,engine; "
-                   "plus vllm-builtin on CUDA for the mixed workload)")
+    p.add_argument(
+        "--servers",
+        default=None,
+        help="comma-separated subset of ours,vllm,engine,vllm-builtin (default: ours,vllm,engine; "
+        "plus vllm-builtin on CUDA for the mixed workload)",
+    )
     p.add_argument("--dtype", default="bfloat16" if cuda else "float32")
     p.add_argument("--max-model-len", type=int, default=None, help="default 8192 (mixed), 16384 (chat)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85 if cuda else 0.1)
-    p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=not cuda,
-                   help="default: on for CPU, off on CUDA")
+    p.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=not cuda,
+        help="default: on for CPU, off on CUDA",
+    )
     p.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--max-num-seqs", type=int, default=32, help="given to every server (default 32)")
-    p.add_argument("--num-frames", type=int, default=8, help="mixed: frames of the video requests (default 8)")
-    p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
-                   help="send ignore_eos (vLLM's sampling extra; both servers honour it)")
+    p.add_argument(
+        "--num-frames", type=int, default=8, help="mixed: frames of the video requests (default 8)"
+    )
+    p.add_argument(
+        "--ignore-eos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send ignore_eos (vLLM's sampling extra; both servers honour it)",
+    )
     chat = p.add_argument_group("chat workload")
     chat.add_argument("--conversations", type=int, default=3, help="conversations per round (default 3)")
     chat.add_argument("--turns", type=int, default=3, help="turns per conversation (default 3)")
-    chat.add_argument("--chat-frames", type=int, default=16, help="frames sampled from each clip (default 16)")
-    chat.add_argument("--chat-video-seconds", type=int, default=None, help="clip length (default 60; --quick 10)")
-    chat.add_argument("--chat-video-size", type=_size, default=None,
-                      help="clip WIDTHxHEIGHT (default 1280x720; --quick 854x480)")
-    chat.add_argument("--chat-preset", default="medium",
-                      help="x264 preset of the clips (default medium = x264's default; GOP is x264's default)")
-    p.add_argument("--py-spy", type=Path, metavar="DIR",
-                   help="record py-spy profiles (collapsed stacks of every server process) during each load into DIR")
+    chat.add_argument(
+        "--chat-frames", type=int, default=16, help="frames sampled from each clip (default 16)"
+    )
+    chat.add_argument(
+        "--chat-video-seconds", type=int, default=None, help="clip length (default 60; --quick 10)"
+    )
+    chat.add_argument(
+        "--chat-video-size",
+        type=_size,
+        default=None,
+        help="clip WIDTHxHEIGHT (default 1280x720; --quick 854x480)",
+    )
+    chat.add_argument(
+        "--chat-preset",
+        default="medium",
+        help="x264 preset of the clips (default medium = x264's default; GOP is x264's default)",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks of every server process) during each load into DIR",
+    )
     p.add_argument("--log-dir", type=Path, default=ROOT / ".cache" / "bench-serve" / "logs")
     args = p.parse_args(argv)
     args.cuda = cuda
@@ -806,8 +884,14 @@ def build_workload(args: argparse.Namespace) -> Workload:
     )
 
 
-def run_round(kind: ServerKind, rnd: int, args: argparse.Namespace, opts: EngineOptions,
-              workload: Workload, chat: ChatWorkload | None) -> RoundStats:
+def run_round(
+    kind: ServerKind,
+    rnd: int,
+    args: argparse.Namespace,
+    opts: EngineOptions,
+    workload: Workload,
+    chat: ChatWorkload | None,
+) -> RoundStats:
     """Start `kind`, warm it up, run the measured load, stop it; the round's numbers."""
     from bench._engine import run_engine_round
 
@@ -818,8 +902,11 @@ def run_round(kind: ServerKind, rnd: int, args: argparse.Namespace, opts: Engine
         out = run_engine_round(args, opts, args.log_dir, f"r{rnd}")
         results = [Result(**r) for r in out["results"]]
         stats = summarize(kind.key, rnd, out["start_s"], results, out["wall_s"], {}, out["cpu_s"])
-        print(f"ready in {out['start_s']:.1f} s; {len(results)} requests in {out['wall_s']:.1f} s", end=" ",
-              flush=True)
+        print(
+            f"ready in {out['start_s']:.1f} s; {len(results)} requests in {out['wall_s']:.1f} s",
+            end=" ",
+            flush=True,
+        )
         return stats
     print(f"round {rnd}: starting {kind.key} ...", end=" ", flush=True)
     server = start_server(kind, opts, args.log_dir, f"r{rnd}")
@@ -865,8 +952,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown server {exc}; choose from {sorted(SERVER_KINDS)}", file=sys.stderr)
         return 2
     if VLLM_BUILTIN in kinds and (not args.cuda or args.workload == "chat"):
-        print("vllm-builtin needs CUDA (stock llava.py imports torchvision via pixtral) and takes no video: "
-              "skipped", file=sys.stderr)
+        print(
+            "vllm-builtin needs CUDA (stock llava.py imports torchvision via pixtral) and takes no video: "
+            "skipped",
+            file=sys.stderr,
+        )
         kinds.remove(VLLM_BUILTIN)
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -876,29 +966,40 @@ def main(argv: list[str] | None = None) -> int:
     workload = build_workload(args)
     chat = build_chat(args) if args.workload == "chat" else None
     opts = engine_options(args, model)
-    print(f"serve benchmark  {info['date']}  nproc {info['nproc']}  {info['cpu']}  {info['memory']}  "
-          f"{'cuda ' + info['cuda'] if info['cuda'] else 'no CUDA'}  load {info['load_before']}")
+    print(
+        f"serve benchmark  {info['date']}  nproc {info['nproc']}  {info['cpu']}  {info['memory']}  "
+        f"{'cuda ' + info['cuda'] if info['cuda'] else 'no CUDA'}  load {info['load_before']}"
+    )
     print(f"model {model}")
-    print(f"engine: dtype {opts.dtype}, max_model_len {opts.max_model_len}, enforce_eager {opts.enforce_eager}, "
-          f"memory fraction {opts.gpu_memory_utilization}, prefix caching {opts.prefix_caching}, "
-          f"max_num_seqs {opts.max_num_seqs}, seed {opts.seed}")
+    print(
+        f"engine: dtype {opts.dtype}, max_model_len {opts.max_model_len}, enforce_eager {opts.enforce_eager}, "
+        f"memory fraction {opts.gpu_memory_utilization}, prefix caching {opts.prefix_caching}, "
+        f"max_num_seqs {opts.max_num_seqs}, seed {opts.seed}"
+    )
     if chat is None:
-        print(f"workload mixed: {args.requests} x {'/'.join(TYPES)} per round, concurrency {args.concurrency}, "
-              f"max_tokens {args.max_tokens}, ignore_eos {args.ignore_eos}, {args.rounds} round(s); "
-              f"images 2 x {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG, video {VIDEO_SECONDS} s "
-              f"{VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} H.264, {args.num_frames} frames  "
-              f"(media built in {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"workload mixed: {args.requests} x {'/'.join(TYPES)} per round, concurrency {args.concurrency}, "
+            f"max_tokens {args.max_tokens}, ignore_eos {args.ignore_eos}, {args.rounds} round(s); "
+            f"images 2 x {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG, video {VIDEO_SECONDS} s "
+            f"{VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} H.264, {args.num_frames} frames  "
+            f"(media built in {time.perf_counter() - t0:.1f} s)"
+        )
     else:
         width, height = args.chat_video_size
         mib = len(chat.conversations[0][0]) * 3 / 4 / 2**20
-        print(f"workload chat: {args.conversations} conversation(s) x {args.turns} turns per round "
-              f"(each turn resends everything), {args.concurrency} at a time, max_tokens {args.max_tokens}, "
-              f"ignore_eos {args.ignore_eos}, {args.rounds} round(s); per conversation a "
-              f"{args.chat_video_seconds} s {width}x{height} H.264 clip ({mib:.1f} MiB, x264 {args.chat_preset}, "
-              f"default GOP) at {args.chat_frames} frames + 2 x {CHAT_IMAGE_SIZE[0]}x{CHAT_IMAGE_SIZE[1]} JPEG  "
-              f"(media ready in {time.perf_counter() - t0:.1f} s)")
-    print("servers (each started once per round, never two at a time): "
-          + "; ".join(f"{k.key} = {k.label}" for k in kinds), flush=True)
+        print(
+            f"workload chat: {args.conversations} conversation(s) x {args.turns} turns per round "
+            f"(each turn resends everything), {args.concurrency} at a time, max_tokens {args.max_tokens}, "
+            f"ignore_eos {args.ignore_eos}, {args.rounds} round(s); per conversation a "
+            f"{args.chat_video_seconds} s {width}x{height} H.264 clip ({mib:.1f} MiB, x264 {args.chat_preset}, "
+            f"default GOP) at {args.chat_frames} frames + 2 x {CHAT_IMAGE_SIZE[0]}x{CHAT_IMAGE_SIZE[1]} JPEG  "
+            f"(media ready in {time.perf_counter() - t0:.1f} s)"
+        )
+    print(
+        "servers (each started once per round, never two at a time): "
+        + "; ".join(f"{k.key} = {k.label}" for k in kinds),
+        flush=True,
+    )
 
     all_rounds: list[RoundStats] = []
     failed = False

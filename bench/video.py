@@ -115,7 +115,7 @@ class PeakRSS:
         self._proc = psutil.Process()
         self.peak = 0
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._start = self._proc.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -208,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'ours MiB':>9} {'opencv MiB':>10} {'same idx':>8} {'mean |d idx|':>12} "
         f"{'ours decoded':>13}"
     )
-    print(f"video sampling, {args.num_frames} frames, best of {rounds} rounds, memory = peak RSS growth, "
-          f"threaded sampler on {args.threads} threads; load {open('/proc/loadavg').read().split()[0]}")
+    print(
+        f"video sampling, {args.num_frames} frames, best of {rounds} rounds, memory = peak RSS growth, "
+        f"threaded sampler on {args.threads} threads; load {open('/proc/loadavg').read().split()[0]}"
+    )
     print(header)
     print("-" * len(header))
     ratios = {}
@@ -249,9 +251,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{run_ours.last.decoded_frames:>6}/{run_ours.last.num_source_frames:<6}",
             flush=True,
         )
-    print("ratio opencv/ours: " + ", ".join(f"{k}={v:.2f}x" for k, v in ratios.items())
-          + f"; threaded ({args.threads} threads): "
-          + ", ".join(f"{k}={v:.2f}x" for k, v in threaded_ratios.items()))
+    print(
+        "ratio opencv/ours: "
+        + ", ".join(f"{k}={v:.2f}x" for k, v in ratios.items())
+        + f"; threaded ({args.threads} threads): "
+        + ", ".join(f"{k}={v:.2f}x" for k, v in threaded_ratios.items())
+    )
     return 0
 
 

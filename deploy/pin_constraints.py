@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` compare) ``constraints.txt``; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if constraints.txt is out of date")
-    parser.add_argument("--out", type=Path, default=CONSTRAINTS, help="output file (default: constraints.txt)")
+    parser.add_argument(
+        "--out", type=Path, default=CONSTRAINTS, help="output file (default: constraints.txt)"
+    )
     args = parser.parse_args(argv)
     text = render(pins(direct_requirements()))
     if args.check:

@@ -39,7 +39,10 @@ def mixed_content(kind: str, k: int = 0, *, num_frames: int = 4) -> list[dict[st
         return [text, {"type": "video_url", "video_url": {"url": _clip(), "num_frames": num_frames}}]
     if kind == "scene":
         views = [png_url(32, 24, (60 * v, 90, 30 * k % 255)) for v in range(3)]
-        return [{"type": "scene_views", "scene_views": {"urls": views, "labels": ["front", "left", "back"]}}, text]
+        return [
+            {"type": "scene_views", "scene_views": {"urls": views, "labels": ["front", "left", "back"]}},
+            text,
+        ]
     raise ValueError(kind)
 
 
@@ -54,7 +57,9 @@ def _clip() -> str:
     return _CLIP
 
 
-def mixed_body(k: int, *, model: str | None = None, max_tokens: int = 8, stream: bool | None = None, **extra: Any) -> dict[str, Any]:
+def mixed_body(
+    k: int, *, model: str | None = None, max_tokens: int = 8, stream: bool | None = None, **extra: Any
+) -> dict[str, Any]:
     """Request ``k`` of the mixed load: kinds in turn, every other one streaming (unless ``stream``)."""
     body: dict[str, Any] = {
         "messages": [{"role": "user", "content": mixed_content(KINDS[k % len(KINDS)], k)}],

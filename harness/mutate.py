@@ -28,10 +28,20 @@ Mutation = tuple
 """One of ("flip", pos, bit), ("insert", pos, bytes), ("delete", pos, n), ("truncate", pos), ("field", i, bytes)."""
 
 FIELD_VALUES: tuple[bytes, ...] = (
-    b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff",
-    b"\x00\x00", b"\xff\xff", b"\x7f\xff",
-    b"\x00\x00\x00\x00", b"\x00\x00\x00\x01", b"\x00\x00\x00\x08", b"\x7f\xff\xff\xff",
-    b"\x80\x00\x00\x00", b"\xff\xff\xff\xff",
+    b"\x00",
+    b"\x01",
+    b"\x7f",
+    b"\x80",
+    b"\xff",
+    b"\x00\x00",
+    b"\xff\xff",
+    b"\x7f\xff",
+    b"\x00\x00\x00\x00",
+    b"\x00\x00\x00\x01",
+    b"\x00\x00\x00\x08",
+    b"\x7f\xff\xff\xff",
+    b"\x80\x00\x00\x00",
+    b"\xff\xff\xff\xff",
 )
 """Values written over header fields: zero, one, the smallest box size, signed and unsigned extremes."""
 
@@ -108,8 +118,13 @@ def random_mutations(rng: np.random.Generator, count: int) -> list[Mutation]:
 def field_offsets(data: bytes, kind: str) -> list[int]:
     """Byte offsets of header fields in `data` (of `kind`, see IMAGE_KINDS / VIDEO_KINDS)."""
     finder = {
-        "png": _png_fields, "jpeg": _jpeg_fields, "gif": _gif_fields, "webp": _riff_fields,
-        "mp4-faststart": _mp4_fields, "mp4-moov-last": _mp4_fields, "mkv": _ebml_fields,
+        "png": _png_fields,
+        "jpeg": _jpeg_fields,
+        "gif": _gif_fields,
+        "webp": _riff_fields,
+        "mp4-faststart": _mp4_fields,
+        "mp4-moov-last": _mp4_fields,
+        "mkv": _ebml_fields,
         "webm": _ebml_fields,
     }[kind]
     return sorted({o for o in finder(data) if 0 <= o < len(data)})
@@ -161,8 +176,19 @@ def _riff_fields(data: bytes) -> list[int]:
     return out
 
 
-_MP4_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta", b"mvex",
-                   b"moof", b"traf"}
+_MP4_CONTAINERS = {
+    b"moov",
+    b"trak",
+    b"mdia",
+    b"minf",
+    b"stbl",
+    b"edts",
+    b"dinf",
+    b"udta",
+    b"mvex",
+    b"moof",
+    b"traf",
+}
 
 
 def _mp4_fields(data: bytes, start: int = 0, end: int | None = None) -> list[int]:
@@ -184,8 +210,23 @@ def _mp4_fields(data: bytes, start: int = 0, end: int | None = None) -> list[int
     return out
 
 
-_EBML_MASTERS = {0x1A45DFA3, 0x18538067, 0x114D9B74, 0x4DBB, 0x1549A966, 0x1654AE6B, 0xAE, 0xE0,
-                 0x1F43B675, 0xA0, 0x1C53BB6B, 0xBB, 0xB7, 0x1254C367, 0x7373}
+_EBML_MASTERS = {
+    0x1A45DFA3,
+    0x18538067,
+    0x114D9B74,
+    0x4DBB,
+    0x1549A966,
+    0x1654AE6B,
+    0xAE,
+    0xE0,
+    0x1F43B675,
+    0xA0,
+    0x1C53BB6B,
+    0xBB,
+    0xB7,
+    0x1254C367,
+    0x7373,
+}
 
 
 def _vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int]:

@@ -35,9 +35,11 @@ def interleave_serve_command(port: int, *flags: str) -> list[str]:
 
 
 TINY_ENGINE_FLAGS = (
-    "--dtype", "float32",
+    "--dtype",
+    "float32",
     "--enforce-eager",
-    "--gpu-memory-utilization", "0.05",
+    "--gpu-memory-utilization",
+    "0.05",
 )
 """Engine flags every test server on the tiny model uses on CPU (float32, eager, small memory fraction)."""
 
@@ -207,4 +209,6 @@ def start_tiny_server(
     port = free_port()
     cmd = interleave_serve_command(port, *TINY_ENGINE_FLAGS, "--max-model-len", str(max_model_len), *flags)
     environ = clean_environment(INTERLEAVE_CACHE_DIR=str(Path(checkpoint).parent), **dict(env or {}))
-    return start_server(cmd, ready_url=f"http://127.0.0.1:{port}/ready", log_path=log_path, env=environ, timeout=timeout)
+    return start_server(
+        cmd, ready_url=f"http://127.0.0.1:{port}/ready", log_path=log_path, env=environ, timeout=timeout
+    )

@@ -353,7 +353,9 @@ def lmms_lab_tower(size: str) -> str:
     name = geometry.TINY_SIGLIP_PATCH14_384 if size == "tiny" else geometry.SIGLIP_SO400M_PATCH14_384
     tower = geometry.VISION_TOWERS[name]
     assert (tower["hidden_size"], tower["intermediate_size"], tower["num_attention_heads"]) == (
-        s.vision_hidden, s.vision_intermediate, s.vision_heads
+        s.vision_hidden,
+        s.vision_intermediate,
+        s.vision_heads,
     ) and tower["num_hidden_layers"] == s.vision_layers + 1, (name, size)
     return name
 
@@ -464,7 +466,7 @@ def _lmms_lab_tensors(tensors: dict, size: str, seed: int) -> dict:
     layer0 = "vision_tower.vision_model.encoder.layers.0."
     last = f"vision_tower.vision_model.encoder.layers.{s.vision_layers}."
     for name in sorted(n for n in tensors if n.startswith(layer0)):
-        extra = last + name[len(layer0):]
+        extra = last + name[len(layer0) :]
         out[to_lmms_lab(extra)] = _init_tensor(extra, tuple(tensors[name].shape), gen, tensors[name].dtype)
     out["model.image_newline"] = _init_tensor(
         "model.image_newline", (s.text_hidden,), gen, tensors["language_model.model.norm.weight"].dtype

@@ -30,8 +30,10 @@ class LlavaQwenConfig(LlavaConfig):
     model_type = MODEL_TYPE
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.text_config is None and self.vision_config is None and (
-            "mm_vision_tower" in kwargs or "vocab_size" in kwargs
+        if (
+            self.text_config is None
+            and self.vision_config is None
+            and ("mm_vision_tower" in kwargs or "vocab_size" in kwargs)
         ):
             flat = dict(kwargs)
             flat["tie_word_embeddings"] = self.tie_word_embeddings

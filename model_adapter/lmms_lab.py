@@ -124,7 +124,9 @@ def translate_config(config: dict[str, Any]) -> dict[str, Any]:
     keep = kept_vision_layers(tower_layers, int(config.get("mm_vision_select_layer", -2)))
     projector = config.get("mm_projector_type", "linear")
     if projector != "mlp2x_gelu":
-        raise ValueError(f"mm_projector_type {projector!r} is not supported (LLaVA-Interleave uses 'mlp2x_gelu')")
+        raise ValueError(
+            f"mm_projector_type {projector!r} is not supported (LLaVA-Interleave uses 'mlp2x_gelu')"
+        )
     mm_hidden = config.get("mm_hidden_size")
     if mm_hidden is not None and int(mm_hidden) != vision["hidden_size"]:
         raise ValueError(

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 from transformers import BatchFeature, LlavaConfig
-
 from vllm.config import VllmConfig
 from vllm.config.multimodal import MultiModalDummyOptions
 from vllm.inputs import MultiModalDataDict
@@ -60,6 +59,7 @@ from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
 from . import geometry, preprocess
+from .lmms_lab import MODEL_TYPE as LMMS_LAB_MODEL_TYPE
 from .weights import (
     KEY_REWRITES,
     canonical_key,
@@ -68,7 +68,6 @@ from .weights import (
     to_lmms_lab,
     vision_layer_index,
 )
-from .lmms_lab import MODEL_TYPE as LMMS_LAB_MODEL_TYPE
 
 IMAGE_PLACEHOLDER = "<image>"
 """Prompt placeholder of one image: the checkpoint's ``<image>`` special token (id 151646). lmms-lab
@@ -133,9 +132,7 @@ class LlavaInterleaveProcessingInfo(BaseProcessingInfo):
 
     def get_num_video_tokens(self, *, image_width: int, image_height: int, num_frames: int) -> int:
         """Tokens of one video: ``num_frames`` x the tokens of one image."""
-        return num_frames * self.get_num_image_tokens(
-            image_width=image_width, image_height=image_height
-        )
+        return num_frames * self.get_num_image_tokens(image_width=image_width, image_height=image_height)
 
     def get_image_size_with_most_features(self) -> ImageSize:
         side = _image_side(self.get_hf_config())
@@ -156,9 +153,7 @@ class LlavaInterleaveProcessingInfo(BaseProcessingInfo):
         num_frames = getattr(options, "num_frames", None)
         return num_frames or MAX_FRAMES_PER_VIDEO
 
-    def get_mm_max_tokens_per_item(
-        self, seq_len: int, mm_counts: Mapping[str, int]
-    ) -> Mapping[str, int]:
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         size = self.get_image_size_with_most_features()
         image = self.get_num_image_tokens(image_width=size.width, image_height=size.height)
         frames = self.get_num_frames_with_most_features(seq_len, mm_counts)
@@ -169,9 +164,7 @@ class LlavaInterleaveDummyInputsBuilder(BaseDummyInputsBuilder[LlavaInterleavePr
     """Worst-case inputs for memory profiling: 384x384 images, videos with the most frames that fit."""
 
     def get_dummy_text(self, mm_counts: Mapping[str, int]) -> str:
-        return IMAGE_PLACEHOLDER * mm_counts.get("image", 0) + VIDEO_PLACEHOLDER * mm_counts.get(
-            "video", 0
-        )
+        return IMAGE_PLACEHOLDER * mm_counts.get("image", 0) + VIDEO_PLACEHOLDER * mm_counts.get("video", 0)
 
     def get_dummy_mm_data(
         self,
@@ -263,12 +256,8 @@ class LlavaInterleaveMultiModalProcessor(BaseMultiModalProcessor[LlavaInterleave
             return [image_token_id] * n
 
         return [
-            PromptReplacement(
-                modality="image", target=[image_token_id], replacement=image_replacement
-            ),
-            PromptReplacement(
-                modality="video", target=self._video_target_ids, replacement=video_replacement
-            ),
+            PromptReplacement(modality="image", target=[image_token_id], replacement=image_replacement),
+            PromptReplacement(modality="video", target=self._video_target_ids, replacement=video_replacement),
         ]
 
     @cached_property
@@ -444,9 +433,7 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
         "gate_up_proj": ["gate_proj", "up_proj"],
     }
 
-    hf_to_vllm_mapper = WeightsMapper(
-        orig_to_new_regex={re.compile(k): v for k, v in KEY_REWRITES.items()}
-    )
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_regex={re.compile(k): v for k, v in KEY_REWRITES.items()})
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
@@ -586,7 +573,9 @@ class LlavaInterleaveForConditionalGeneration(nn.Module, SupportsMultiModal, Sup
                 canonical = canonical_key(name)
                 if canonical.split(".", 1)[0] not in top_level:
                     # vLLM's loader would name only the first part ("model")
-                    raise ValueError(f"unexpected tensor {name!r}: not a tensor of a LLaVA-Interleave checkpoint")
+                    raise ValueError(
+                        f"unexpected tensor {name!r}: not a tensor of a LLaVA-Interleave checkpoint"
+                    )
                 layer = vision_layer_index(canonical)
                 if layer is not None and layer >= stored_layers:
                     # vLLM's SigLIP loader would drop it silently

@@ -74,9 +74,7 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _resize_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="siglip-resize"
-    )
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="siglip-resize")
 
 
 def preprocess_images(images: Sequence[Image.Image], size: int = IMAGE_SIZE) -> np.ndarray:

@@ -102,8 +102,7 @@ def check_complete(
             except ValueError:  # no name in that layout: keep the canonical one
                 pass
         raise MissingWeightsError(
-            f"checkpoint is missing tensor {first!r}{more}; "
-            "it is not a complete LLaVA-Interleave checkpoint"
+            f"checkpoint is missing tensor {first!r}{more}; it is not a complete LLaVA-Interleave checkpoint"
         )
 
 
@@ -131,7 +130,7 @@ def to_layout(key: str, layout: str) -> str:
         ("multi_modal_projector.", "model.multi_modal_projector."),
     ):
         if key.startswith(old):
-            key = new + key[len(old):]
+            key = new + key[len(old) :]
             break
     if layout == "hf5":
         key = key.replace("model.vision_tower.vision_model.", "model.vision_tower.", 1)
@@ -184,5 +183,5 @@ def to_lmms_lab(key: str) -> str:
         ("language_model.lm_head.", "lm_head."),
     ):
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     raise ValueError(f"no lmms-lab name for tensor {key!r}")

@@ -94,7 +94,9 @@ class Admission:
                 )
         if reason is not None:
             self.metrics.rejected.labels(reason=reason).inc()
-            err = service_unavailable(f"The server is at capacity: {detail}; retry shortly or on another replica.")
+            err = service_unavailable(
+                f"The server is at capacity: {detail}; retry shortly or on another replica."
+            )
             err.code = "server_overloaded"
             raise err
         self.requests += 1

@@ -169,7 +169,9 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = exc.code or exc.type  # the request's log line
+        request.scope.setdefault("state", {})[REQUEST_ERROR_KEY] = (
+            exc.code or exc.type
+        )  # the request's log line
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
 
     # No RequestValidationError handler: no route declares a body or typed parameters (bodies are
@@ -234,7 +236,7 @@ async def _load(
     progress = asyncio.create_task(_log_load_progress())
     try:
         engine, builder = await asyncio.to_thread(model_loader, settings)
-    except Exception as exc:  # noqa: BLE001 - reported, and the process told to exit
+    except Exception as exc:
         logger.exception("the engine failed to start")
         state.phase = "failed"
         state.load_error = f"{type(exc).__name__}: {exc}"

@@ -19,7 +19,9 @@ from server.errors import invalid_request
 from server.prompt import BuiltPrompt
 
 
-def check_lower_bound(*, min_text_tokens: int, min_visual_tokens: int, requested: int | None, max_model_len: int) -> None:
+def check_lower_bound(
+    *, min_text_tokens: int, min_visual_tokens: int, requested: int | None, max_model_len: int
+) -> None:
     """Refuse a request whose lower-bound size cannot fit: ``min_text_tokens`` + ``min_visual_tokens``
     + ``requested`` max_tokens (1 when None) > ``max_model_len`` (all in tokens).
 
@@ -32,12 +34,16 @@ def check_lower_bound(*, min_text_tokens: int, min_visual_tokens: int, requested
             f"This request needs at least {needed} tokens: "
             f"at least {min_text_tokens} text tokens + at least {min_visual_tokens} visual tokens + "
             f"{requested or 1} max_tokens, but the model's context holds {max_model_len} tokens.",
-            param="max_tokens" if requested is not None and min_text_tokens + min_visual_tokens < max_model_len else "messages",
+            param="max_tokens"
+            if requested is not None and min_text_tokens + min_visual_tokens < max_model_len
+            else "messages",
             code="context_length_exceeded",
         )
 
 
-def resolve_max_tokens(prompt: BuiltPrompt, requested: int | None, *, max_model_len: int, default_max_tokens: int) -> int:
+def resolve_max_tokens(
+    prompt: BuiltPrompt, requested: int | None, *, max_model_len: int, default_max_tokens: int
+) -> int:
     """The request's ``max_tokens``, checked against the context.
 
     Returns:

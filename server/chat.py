@@ -11,16 +11,16 @@ import asyncio
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from server.budget import check_lower_bound, resolve_max_tokens
 from server.chat_output import ChunkWriter, build_completion, stream_events
 from server.errors import APIError, internal_error, invalid_request
-from server.logs import request_stats
 from server.generation import (
     EngineFailure,
     EngineRequestError,
@@ -28,8 +28,8 @@ from server.generation import (
     InferenceEngine,
     SamplingOptions,
 )
+from server.logs import request_stats
 from server.metrics import ServerMetrics
-from server.budget import check_lower_bound, resolve_max_tokens
 from server.prompt import BuiltPrompt, MediaRequest, PromptBuilder, PromptLimits, plan_media
 from server.sampling import sampling_options
 from server.schemas import ChatCompletion, ChatCompletionRequest
@@ -148,7 +148,9 @@ class ChatService:
         # hopeless requests fail before any download or decode.
         encoded: dict[str, list[int]] = {}  # text runs tokenized once for both builds
         lower = await self._build_prompt(request, fewest_images, encoded)
-        resolve_max_tokens(lower, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens)
+        resolve_max_tokens(
+            lower, requested, max_model_len=max_len, default_max_tokens=self.default_max_tokens
+        )
 
         loaded = await self._load_all(plan)
         media = [images for images, _ in loaded]
@@ -175,7 +177,8 @@ class ChatService:
         )
         if request.min_tokens > max_tokens:
             raise invalid_request(
-                f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({max_tokens})", param="min_tokens"
+                f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({max_tokens})",
+                param="min_tokens",
             )
         engine_id = f"chatcmpl-{uuid.uuid4().hex}"
         return PreparedChat(
@@ -201,7 +204,9 @@ class ChatService:
             self._tokenizer_pool, self.prompt_builder.build, request, items_per_media, encoded
         )
 
-    async def _load_all(self, plan: Sequence[MediaRequest]) -> list[tuple[list[Image.Image], list[str | None]]]:
+    async def _load_all(
+        self, plan: Sequence[MediaRequest]
+    ) -> list[tuple[list[Image.Image], list[str | None]]]:
         """Fetch and decode every visual part concurrently (images and videos at once, on the
         loader's worker threads); the first failing part (in prompt order) becomes a 400 naming it.
         Per part: its images and one content key per image (None when the loader has none)."""
@@ -244,9 +249,7 @@ class ChatService:
                 return [image], [key]
             if media.kind == "video":
                 t0 = time.perf_counter()
-                video = await loader.load_video(
-                    media.urls[0], num_frames=media.num_frames, fps=media.fps
-                )
+                video = await loader.load_video(media.urls[0], num_frames=media.num_frames, fps=media.fps)
                 self._count_media(kind, t0)
                 frames = list(video.frames)  # the sampler already caps fps sampling at num_frames
                 if not frames:
@@ -347,7 +350,9 @@ class ChatService:
             visual_tokens=prepared.prompt.visual_tokens,
         )
 
-    async def stream(self, prepared: PreparedChat, steps: AsyncIterator[EngineStep], first: EngineStep | None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, prepared: PreparedChat, steps: AsyncIterator[EngineStep], first: EngineStep | None
+    ) -> AsyncIterator[bytes]:
         """SSE events of a streamed completion (chunks per :func:`server.chat_output.stream_events`).
 
         An error after the first event is one ``data: {"error": ...}`` event, then ``data: [DONE]``.

@@ -86,7 +86,9 @@ def token_logprobs(items: Sequence[TokenLogprobInfo]) -> list[TokenLogprob]:
             token=t.token,
             logprob=_clamp(t.logprob),
             bytes=list(t.token.encode("utf-8")),
-            top_logprobs=[TopLogprob(token=s, logprob=_clamp(lp), bytes=list(s.encode("utf-8"))) for s, lp in t.top],
+            top_logprobs=[
+                TopLogprob(token=s, logprob=_clamp(lp), bytes=list(s.encode("utf-8"))) for s, lp in t.top
+            ],
         )
         for t in items
     ]
@@ -106,7 +108,9 @@ def finish_reason(engine_reason: str | None, mode: str, called: bool) -> str:
     return "stop"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None, visual_tokens: int | None = None) -> Usage:
+def usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None, visual_tokens: int | None = None
+) -> Usage:
     """OpenAI's ``usage``; ``prompt_tokens_details`` has ``cached_tokens`` (prefix-cache hits, when the
     engine reports them) and, for chat, OpenAI's ``image_tokens`` (729 per image / frame / view) and
     ``text_tokens`` (the rest of the prompt)."""
@@ -131,14 +135,18 @@ def prompt_logprobs_json(step: EngineStep | None) -> list[dict[str, Any] | None]
     if step is None or step.prompt_logprobs is None:
         return None
     return [
-        None if row is None else {str(tid): {"logprob": lp, "rank": rank, "decoded_token": text} for tid, lp, rank, text in row}
+        None
+        if row is None
+        else {str(tid): {"logprob": lp, "rank": rank, "decoded_token": text} for tid, lp, rank, text in row}
         for row in step.prompt_logprobs
     ]
 
 
 def _message_calls(calls: Sequence[ParsedCall]) -> list[ChatCompletionMessageToolCallUnion]:
     return [
-        MessageToolCall(id=c.id, type="function", function=MessageToolCallFunction(name=c.name, arguments=c.arguments))
+        MessageToolCall(
+            id=c.id, type="function", function=MessageToolCallFunction(name=c.name, arguments=c.arguments)
+        )
         for c in calls
     ]
 
@@ -198,12 +206,16 @@ async def build_completion(
             content = prefix + (content or "")
         message = AssistantMessage(role="assistant", content=content, refusal=None)
         if calls:
-            message = AssistantMessage(role="assistant", content=content, refusal=None, tool_calls=_message_calls(calls))
+            message = AssistantMessage(
+                role="assistant", content=content, refusal=None, tool_calls=_message_calls(calls)
+            )
         choices.append(
             Choice(
                 index=i,
                 message=message,
-                logprobs=ChoiceLogprobs(content=token_logprobs(st.logprobs), refusal=None) if want_logprobs else None,
+                logprobs=ChoiceLogprobs(content=token_logprobs(st.logprobs), refusal=None)
+                if want_logprobs
+                else None,
                 finish_reason=finish_reason(st.finish or "stop", mode, bool(calls)),  # type: ignore[arg-type]
             )
         )
@@ -269,7 +281,9 @@ class ChunkWriter:
         return ChunkChoice(
             index=index,
             delta=DeltaMessage(**delta),
-            logprobs=ChunkLogprobs(content=token_logprobs(logprobs), refusal=None) if logprobs is not None else None,
+            logprobs=ChunkLogprobs(content=token_logprobs(logprobs), refusal=None)
+            if logprobs is not None
+            else None,
             finish_reason=finish,  # type: ignore[arg-type]
         )
 
@@ -332,7 +346,12 @@ def _delta_events(
         calls = parse_constrained(request, st.text)
         if calls:
             deltas = [
-                {"index": k, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {
+                    "index": k,
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
                 for k, c in enumerate(calls)
             ]
             return [
@@ -371,7 +390,11 @@ def _delta_events(
         if content is not None or tool_calls or finish is not None or lps:
             events.append(
                 writer.chunk(
-                    [writer.choice(i, content=content, tool_calls=tool_calls or None, logprobs=lps, finish=finish)]
+                    [
+                        writer.choice(
+                            i, content=content, tool_calls=tool_calls or None, logprobs=lps, finish=finish
+                        )
+                    ]
                 )
             )
         return events

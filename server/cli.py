@@ -42,7 +42,9 @@ def _flag(name: str) -> str:
 def _is_bool(annotation: Any) -> bool:
     if annotation is bool:
         return True
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and bool in typing.get_args(annotation)
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and bool in typing.get_args(
+        annotation
+    )
 
 
 def _default_text(value: Any) -> str:
@@ -88,7 +90,9 @@ def settings_markdown() -> str:
         if _is_bool(field.annotation):
             flag = f"{flag} / --no-{name.replace('_', '-')}"
         desc = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{flag}` | `{ENV_PREFIX}{name.upper()}` | `{_default_text(field.default)}` | {desc} |")
+        rows.append(
+            f"| `{flag}` | `{ENV_PREFIX}{name.upper()}` | `{_default_text(field.default)}` | {desc} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -150,7 +154,9 @@ def _make_server_class() -> type:
         async def _drain(self) -> None:
             idle = await self.state.wait_idle(self.drain_timeout)
             if not idle:
-                logger.warning("drain timeout: %d request(s) still in flight, stopping anyway", self.state.in_flight)
+                logger.warning(
+                    "drain timeout: %d request(s) still in flight, stopping anyway", self.state.in_flight
+                )
             self.should_exit = True
 
     return DrainingServer

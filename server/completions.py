@@ -35,10 +35,10 @@ from server.generation import EngineStep, TokenLogprobInfo
 from server.prompt import BuiltPrompt, plan_media
 from server.sampling import sampling_options
 from server.schemas import (
+    UNSUPPORTED_CHAT_FIELDS,
     Completion,
     CompletionChoice,
     CompletionLogprobs,
-    UNSUPPORTED_CHAT_FIELDS,
     SamplingFields,
     _Lenient,
     _to_api_error,
@@ -51,6 +51,7 @@ from server.streaming import DONE, ClientDisconnected, SSEResponse, run_unless_d
 
 router = APIRouter()
 
+
 def _ok_null(v: Any) -> bool:
     return v is None
 
@@ -59,8 +60,14 @@ UNSUPPORTED_COMPLETION_FIELDS: dict[str, tuple[Any, str]] = {
     "suffix": (_ok_null, "suffix (insertion) is not implemented"),
     "best_of": (lambda v: v is None or v == 1, "best_of is not implemented"),
     "use_beam_search": (lambda v: not v, "beam search is not implemented"),
-    "length_penalty": (lambda v: v is None or v == 1.0, "length_penalty applies to beam search, which is not implemented"),
-    "truncate_prompt_tokens": (_ok_null, "prompt truncation is not implemented: a prompt that does not fit is a 400"),
+    "length_penalty": (
+        lambda v: v is None or v == 1.0,
+        "length_penalty applies to beam search, which is not implemented",
+    ),
+    "truncate_prompt_tokens": (
+        _ok_null,
+        "prompt truncation is not implemented: a prompt that does not fit is a 400",
+    ),
     "prompt_embeds": (_ok_null, "prompt embeddings are not accepted"),
     "return_tokens_as_token_ids": (lambda v: not v, "return_tokens_as_token_ids is not implemented"),
     "return_token_ids": (lambda v: not v, "return_token_ids is not implemented"),
@@ -146,7 +153,9 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise invalid_request("The request body must be a JSON object.")
     check_unsupported(body, _completion_table())
     if body.get("echo") and body.get("logprobs") is not None:
-        raise unsupported_parameter("echo", "echo together with logprobs (prompt logprobs in the legacy format) is not implemented")
+        raise unsupported_parameter(
+            "echo", "echo together with logprobs (prompt logprobs in the legacy format) is not implemented"
+        )
     try:
         return CompletionRequest.model_validate(body)
     except ValidationError as exc:
@@ -167,7 +176,9 @@ def _encode_prompt(service: ChatService, request: CompletionRequest) -> list[int
         size = _vocab_size(service.prompt_builder.tokenizer)
         bad = [t for t in ids if t >= size] if size is not None else []
         if bad and size is not None:
-            raise invalid_request(f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="prompt")
+            raise invalid_request(
+                f"token ids {bad[:5]} are outside the vocabulary (0-{size - 1})", param="prompt"
+            )
     if service.prompt_builder.image_token_id in ids:
         raise invalid_request(
             "/v1/completions takes text only: the prompt contains the <image> placeholder token; "
@@ -193,7 +204,9 @@ def _legacy_logprobs(items: list[TokenLogprobInfo], offset: int) -> tuple[Comple
         tops.append({s: _clamp(lp) for s, lp in t.top})
         offsets.append(offset)
         offset += len(t.token)
-    return CompletionLogprobs(tokens=tokens, token_logprobs=token_lps, top_logprobs=tops, text_offset=offsets), offset
+    return CompletionLogprobs(
+        tokens=tokens, token_logprobs=token_lps, top_logprobs=tops, text_offset=offsets
+    ), offset
 
 
 def _clamp(lp: float) -> float:
@@ -206,7 +219,9 @@ def _finish(reason: str | None) -> str:
     return chat_finish_reason(reason or "stop", "none", False)
 
 
-async def _prepare(service: ChatService, request: CompletionRequest, arrival: float) -> tuple[PreparedChat, str]:
+async def _prepare(
+    service: ChatService, request: CompletionRequest, arrival: float
+) -> tuple[PreparedChat, str]:
     if request.model is not None and request.model != service.model_name:
         raise APIError(
             404,
@@ -226,7 +241,12 @@ async def _prepare(service: ChatService, request: CompletionRequest, arrival: fl
             code="context_length_exceeded",
         )
     options = sampling_options(request, max_tokens=request.max_tokens or 16, logprobs=request.logprobs)
-    prompt = BuiltPrompt(prompt_token_ids=ids, num_images=0, text_tokens=len(ids), tokens_per_image=service.prompt_builder.tokens_per_image)
+    prompt = BuiltPrompt(
+        prompt_token_ids=ids,
+        num_images=0,
+        text_tokens=len(ids),
+        tokens_per_image=service.prompt_builder.tokens_per_image,
+    )
     engine_id = f"cmpl-{uuid.uuid4().hex}"
     prepared = PreparedChat(
         id=engine_id,
@@ -239,7 +259,11 @@ async def _prepare(service: ChatService, request: CompletionRequest, arrival: fl
     )
     echo = ""
     if request.echo:
-        echo = request.prompt if isinstance(request.prompt, str) else service.prompt_builder.tokenizer.decode(ids)
+        echo = (
+            request.prompt
+            if isinstance(request.prompt, str)
+            else service.prompt_builder.tokenizer.decode(ids)
+        )
     return prepared, echo
 
 
@@ -289,7 +313,11 @@ async def _complete(service: ChatService, prepared: PreparedChat, echo: str) -> 
 
 
 async def _stream(
-    service: ChatService, prepared: PreparedChat, steps: AsyncIterator[EngineStep], first: EngineStep | None, echo: str
+    service: ChatService,
+    prepared: PreparedChat,
+    steps: AsyncIterator[EngineStep],
+    first: EngineStep | None,
+    echo: str,
 ) -> AsyncIterator[bytes]:
     request: CompletionRequest = prepared.request  # type: ignore[assignment]
     fingerprint = system_fingerprint(service.model_name)
@@ -357,7 +385,15 @@ async def _stream(
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     """OpenAI's ``POST /v1/completions`` (see the module docstring)."""
-    from server.routes import CLIENT_CLOSED, _timed_out, _until_deadline, admit, app_state, read_json_body, require_service
+    from server.routes import (
+        CLIENT_CLOSED,
+        _timed_out,
+        _until_deadline,
+        admit,
+        app_state,
+        read_json_body,
+        require_service,
+    )
 
     st = app_state(request)
     check_api_key(request, st.settings.api_key)
@@ -387,7 +423,9 @@ async def completions(request: Request) -> Response:
         return JSONResponse(wire(result))
     steps = service.generate(prepared)
     try:
-        first = await run_unless_disconnected(request.receive, asyncio.wait_for(anext(steps, None), remaining))
+        first = await run_unless_disconnected(
+            request.receive, asyncio.wait_for(anext(steps, None), remaining)
+        )
     except ClientDisconnected:
         await service.abort(prepared)
         return Response(status_code=CLIENT_CLOSED)
@@ -430,16 +468,28 @@ _CHAT_TOKENIZE_KEYS = ("model", "messages", "tools", "tool_choice", "image_place
 
 def _check_model(service: ChatService, model: str | None) -> None:
     if model is not None and model != service.model_name:
-        raise APIError(404, f"The model '{model}' does not exist; this server serves '{service.model_name}'.", param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist; this server serves '{service.model_name}'.",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def _tokenize_chat(service: ChatService, body: dict[str, Any]) -> tuple[list[int], int]:
     """Prompt ids of a chat body with every placeholder expanded to its visual tokens."""
-    for key, ok in (("add_generation_prompt", lambda v: v in (None, True)), ("continue_final_message", lambda v: not v),
-                    ("chat_template", lambda v: v is None), ("chat_template_kwargs", lambda v: not v),
-                    ("add_special_tokens", lambda v: not v), ("mm_processor_kwargs", lambda v: not v)):
+    for key, ok in (
+        ("add_generation_prompt", lambda v: v in (None, True)),
+        ("continue_final_message", lambda v: not v),
+        ("chat_template", lambda v: v is None),
+        ("chat_template_kwargs", lambda v: not v),
+        ("add_special_tokens", lambda v: not v),
+        ("mm_processor_kwargs", lambda v: not v),
+    ):
         if key in body and not ok(body[key]):
-            raise unsupported_parameter(key, "the prompt format is fixed (ChatML with the assistant turn opened)")
+            raise unsupported_parameter(
+                key, "the prompt format is fixed (ChatML with the assistant turn opened)"
+            )
     chat = parse_chat_request({k: body[k] for k in _CHAT_TOKENIZE_KEYS if k in body})
     _check_model(service, chat.model)
     plan = plan_media(chat, service.limits)
@@ -474,7 +524,10 @@ async def tokenize(request: Request) -> JSONResponse:
         raise invalid_request("The request body must be a JSON object.")
     return_strs = body.get("return_token_strs", False)
     if not isinstance(return_strs, bool):
-        raise invalid_request("Invalid value for 'return_token_strs': Input should be a valid boolean", param="return_token_strs")
+        raise invalid_request(
+            "Invalid value for 'return_token_strs': Input should be a valid boolean",
+            param="return_token_strs",
+        )
     if "messages" in body:
         ids, count = await _tokenize_chat(service, body)
     else:
@@ -486,10 +539,16 @@ async def tokenize(request: Request) -> JSONResponse:
         tok = service.prompt_builder.tokenizer
         loop = asyncio.get_running_loop()
         ids = await loop.run_in_executor(
-            service._tokenizer_pool, lambda: list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens))
+            service._tokenizer_pool,
+            lambda: list(tok.encode(req.prompt, add_special_tokens=req.add_special_tokens)),
         )
         count = len(ids)
-    out: dict[str, Any] = {"count": count, "max_model_len": service.engine.max_model_len, "tokens": ids, "token_strs": None}
+    out: dict[str, Any] = {
+        "count": count,
+        "max_model_len": service.engine.max_model_len,
+        "tokens": ids,
+        "token_strs": None,
+    }
     if return_strs:
         tok = service.prompt_builder.tokenizer
         convert = getattr(tok, "convert_ids_to_tokens", None)
@@ -516,5 +575,7 @@ async def detokenize(request: Request) -> JSONResponse:
     if vocab is not None:
         bad = [t for t in req.tokens if t >= vocab]
         if bad:
-            raise invalid_request(f"token ids {bad[:5]} are outside the vocabulary (0-{vocab - 1})", param="tokens")
+            raise invalid_request(
+                f"token ids {bad[:5]} are outside the vocabulary (0-{vocab - 1})", param="tokens"
+            )
     return JSONResponse({"prompt": tok.decode(req.tokens)})

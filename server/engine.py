@@ -219,7 +219,9 @@ class VLLMEngine:
             enable_log_requests=False,
             disable_log_stats=settings.disable_log_stats,
         )
-        return cls(llm, model_path, served_model_name(settings, model_path), int(llm.model_config.max_model_len))
+        return cls(
+            llm, model_path, served_model_name(settings, model_path), int(llm.model_config.max_model_len)
+        )
 
     @property
     def is_dead(self) -> bool:
@@ -255,7 +257,9 @@ class VLLMEngine:
             logprobs=options.logprobs,
             prompt_logprobs=options.prompt_logprobs,
             logit_bias={tid: bias for tid, bias in options.logit_bias} or None,
-            allowed_token_ids=list(options.allowed_token_ids) if options.allowed_token_ids is not None else None,
+            allowed_token_ids=list(options.allowed_token_ids)
+            if options.allowed_token_ids is not None
+            else None,
             bad_words=list(options.bad_words) or None,
             structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
@@ -332,7 +336,9 @@ class VLLMEngine:
                 yield step
         except (VLLMValidationError, VLLMClientError, ValueError) as exc:
             param = getattr(exc, "parameter", None)
-            if options.structured is not None and (param in (None, "structured_outputs") or "grammar" in str(exc).lower()):
+            if options.structured is not None and (
+                param in (None, "structured_outputs") or "grammar" in str(exc).lower()
+            ):
                 param = options.structured.param
             raise EngineRequestError(str(exc), param=param) from exc
         except (EngineDeadError, EngineGenerateError) as exc:
@@ -354,12 +360,26 @@ class VLLMEngine:
             chosen = entries.get(tid)
             row = []
             if chosen is not None:
-                row.append((tid, _finite(chosen.logprob), int(chosen.rank or 0), chosen.decoded_token or self._decode(tid)))
+                row.append(
+                    (
+                        tid,
+                        _finite(chosen.logprob),
+                        int(chosen.rank or 0),
+                        chosen.decoded_token or self._decode(tid),
+                    )
+                )
             ranked = sorted(
-                ((t, lp) for t, lp in entries.items() if lp.rank is not None and lp.rank <= top_k and t != tid),
+                (
+                    (t, lp)
+                    for t, lp in entries.items()
+                    if lp.rank is not None and lp.rank <= top_k and t != tid
+                ),
                 key=lambda item: item[1].rank,
             )
-            row += [(t, _finite(lp.logprob), int(lp.rank), lp.decoded_token or self._decode(t)) for t, lp in ranked[:top_k]]
+            row += [
+                (t, _finite(lp.logprob), int(lp.rank), lp.decoded_token or self._decode(t))
+                for t, lp in ranked[:top_k]
+            ]
             result.append(tuple(row))
         return result
 
@@ -373,12 +393,18 @@ class VLLMEngine:
         alternatives (vLLM returns the sampled token plus the top-k by rank)."""
         result = []
         for pos, token_id in enumerate(completion.token_ids):
-            entries = completion.logprobs[pos] if completion.logprobs is not None and pos < len(completion.logprobs) else None
+            entries = (
+                completion.logprobs[pos]
+                if completion.logprobs is not None and pos < len(completion.logprobs)
+                else None
+            )
             if not entries:
                 result.append(TokenLogprobInfo(token=self._decode(token_id), logprob=math.nan))
                 continue
             chosen = entries.get(token_id)
-            chosen_token = (chosen.decoded_token if chosen and chosen.decoded_token is not None else None) or self._decode(token_id)
+            chosen_token = (
+                chosen.decoded_token if chosen and chosen.decoded_token is not None else None
+            ) or self._decode(token_id)
             ranked = sorted(
                 ((tid, lp) for tid, lp in entries.items() if lp.rank is not None and lp.rank <= top_k),
                 key=lambda item: item[1].rank,
@@ -388,7 +414,9 @@ class VLLMEngine:
                 for tid, lp in ranked[:top_k]
             )
             result.append(
-                TokenLogprobInfo(token=chosen_token, logprob=float(chosen.logprob) if chosen else math.nan, top=top)
+                TokenLogprobInfo(
+                    token=chosen_token, logprob=float(chosen.logprob) if chosen else math.nan, top=top
+                )
             )
         return tuple(result)
 

@@ -50,7 +50,9 @@ class AppState:
 
     def __post_init__(self) -> None:
         s = self.settings
-        limits = AdmissionLimits(s.max_concurrent_requests, s.max_images_in_flight, s.max_request_bytes_in_flight)
+        limits = AdmissionLimits(
+            s.max_concurrent_requests, s.max_images_in_flight, s.max_request_bytes_in_flight
+        )
         self.admission = Admission(limits, self.metrics)
 
     @property

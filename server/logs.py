@@ -77,14 +77,25 @@ def request_stats() -> RequestStats:
 
 
 def log_request(
-    *, method: str, path: str, status: int, duration_seconds: float, stats: RequestStats | None, error: str | None
+    *,
+    method: str,
+    path: str,
+    status: int,
+    duration_seconds: float,
+    stats: RequestStats | None,
+    error: str | None,
 ) -> None:
     """The one ``request`` line of a generation request (INFO; the request id comes from the context).
 
     Text: ``request POST /v1/chat/completions 200 1.234s prompt_tokens=...``; JSON: the same fields
     as keys (``status``, ``duration_seconds``, the :class:`RequestStats` fields, ``error``).
     """
-    fields: dict[str, Any] = {"request_id": REQUEST_ID.get(), "method": method, "path": path, "status": status}
+    fields: dict[str, Any] = {
+        "request_id": REQUEST_ID.get(),
+        "method": method,
+        "path": path,
+        "status": status,
+    }
     fields["duration_seconds"] = round(duration_seconds, 4)
     if stats is not None:
         fields.update(dataclasses.asdict(stats))
@@ -92,7 +103,9 @@ def log_request(
             fields["first_token_seconds"] = round(stats.first_token_seconds, 4)
     if error is not None:
         fields["error"] = error
-    text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("request_id", "method", "path", "status"))
+    text = " ".join(
+        f"{k}={v}" for k, v in fields.items() if k not in ("request_id", "method", "path", "status")
+    )
     request_logger.info("request %s %s %d %s", method, path, status, text, extra={"request_fields": fields})
 
 

@@ -47,7 +47,10 @@ class ServerMetrics:
         self.registry = registry
         p = PREFIX
         self.requests = Counter(
-            f"{p}_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=registry
+            f"{p}_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=registry,
         )
         self.request_duration = Histogram(
             f"{p}_request_duration_seconds",
@@ -73,7 +76,10 @@ class ServerMetrics:
         )
         self.generation_tokens = Counter(f"{p}_generation_tokens", "Generated tokens.", registry=registry)
         self.media_items = Counter(
-            f"{p}_media_items", "Media items decoded, by kind (image, video, scene_view).", ["kind"], registry=registry
+            f"{p}_media_items",
+            "Media items decoded, by kind (image, video, scene_view).",
+            ["kind"],
+            registry=registry,
         )
         self.media_decode_seconds = Histogram(
             f"{p}_media_decode_seconds",
@@ -89,11 +95,15 @@ class ServerMetrics:
             registry=registry,
         )
         self.media_cache_misses = Counter(
-            f"{p}_media_cache_misses", "Decoded-media cache lookups that decoded the item, by kind.", ["kind"],
+            f"{p}_media_cache_misses",
+            "Decoded-media cache lookups that decoded the item, by kind.",
+            ["kind"],
             registry=registry,
         )
         self.media_cache_evictions = Counter(
-            f"{p}_media_cache_evictions", "Decoded-media cache entries evicted (LRU), by kind.", ["kind"],
+            f"{p}_media_cache_evictions",
+            "Decoded-media cache entries evicted (LRU), by kind.",
+            ["kind"],
             registry=registry,
         )
         self.media_cache_bytes = Gauge(
@@ -103,7 +113,8 @@ class ServerMetrics:
             f"{p}_media_cache_entries", "Entries in the decoded-media cache.", registry=registry
         )
         self.media_cache_capacity_bytes = Gauge(
-            f"{p}_media_cache_capacity_bytes", "Bound of the decoded-media cache (--media-cache-gib).",
+            f"{p}_media_cache_capacity_bytes",
+            "Bound of the decoded-media cache (--media-cache-gib).",
             registry=registry,
         )
         self.in_flight = Gauge(
@@ -117,7 +128,9 @@ class ServerMetrics:
             registry=registry,
         )
         self.body_bytes_in_flight = Gauge(
-            f"{p}_request_body_bytes_in_flight", "Request body bytes held by admitted requests.", registry=registry
+            f"{p}_request_body_bytes_in_flight",
+            "Request body bytes held by admitted requests.",
+            registry=registry,
         )
         self.admitted = Counter(f"{p}_admitted_requests", "Generation requests admitted.", registry=registry)
         self.rejected = Counter(

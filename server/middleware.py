@@ -110,7 +110,9 @@ class RequestContextMiddleware:
 
         try:
             try:
-                replay = await asyncio.wait_for(self._read_body(scope, receive, headers), self.body_timeout_seconds)
+                replay = await asyncio.wait_for(
+                    self._read_body(scope, receive, headers), self.body_timeout_seconds
+                )
             except asyncio.TimeoutError:
                 self.metrics.timed_out.labels(phase="body").inc()
                 replay = request_timeout(
@@ -142,7 +144,9 @@ class RequestContextMiddleware:
             REQUEST_STATS.reset(stats_token)
             REQUEST_ID.reset(context_token)
 
-    async def _read_body(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> Receive | APIError:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
+    ) -> Receive | APIError:
         """Read the whole body (bounded) and return a ``receive`` that replays it, then passes on."""
         if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return receive

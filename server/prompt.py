@@ -154,7 +154,9 @@ def plan_media(request: ChatCompletionRequest, limits: PromptLimits) -> list[Med
                         code="too_many_frames",
                     )
                 plan.append(
-                    MediaRequest("video", i, j, (part.video_url.url,), num_frames=num_frames, fps=part.video_url.fps)
+                    MediaRequest(
+                        "video", i, j, (part.video_url.url,), num_frames=num_frames, fps=part.video_url.fps
+                    )
                 )
             elif isinstance(part, SceneViewsPart):
                 views = part.scene_views
@@ -291,7 +293,9 @@ class PromptBuilder:
         im_end = cast(int, tokenizer.convert_tokens_to_ids("<|im_end|>"))
         image_token_id = int(config.get("image_token_index", config.get("image_token_id", 151646)))
         if tokenizer.convert_ids_to_tokens(image_token_id) not in (None, "<image>"):
-            raise ValueError(f"image placeholder id {image_token_id} is an ordinary token of {path}'s tokenizer")
+            raise ValueError(
+                f"image placeholder id {image_token_id} is an ordinary token of {path}'s tokenizer"
+            )
         return cls(
             tokenizer,
             image_token_id=image_token_id,
@@ -352,7 +356,11 @@ class PromptBuilder:
             if role == "assistant" and not msg.content and msg.refusal:
                 text.append(msg.refusal)
             tail: list[int | str] = []
-            if role == "system" and tools_text and msg is next(m for m in messages if m.role in ("system", "developer")):
+            if (
+                role == "system"
+                and tools_text
+                and msg is next(m for m in messages if m.role in ("system", "developer"))
+            ):
                 tail.append("\n\n" + tools_text)
             if role == "assistant" and msg.tool_calls:
                 calls = assistant_tool_calls_text(msg)
@@ -367,7 +375,9 @@ class PromptBuilder:
             return []
         ids = list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
         if self._special_ids.intersection(ids):  # a tokenizer that ignored split_special_tokens
-            raise RuntimeError("tokenizer produced special token ids from plain text; check split_special_tokens")
+            raise RuntimeError(
+                "tokenizer produced special token ids from plain text; check split_special_tokens"
+            )
         return ids
 
     def build(

@@ -213,7 +213,9 @@ class _Ingress:
         while state.phase == "loading":
             await asyncio.sleep(LOAD_POLL_SECONDS)
         if not state.is_ready:
-            reason = state.load_error or ("engine dead" if state.engine is not None and state.engine.is_dead else "")
+            reason = state.load_error or (
+                "engine dead" if state.engine is not None and state.engine.is_dead else ""
+            )
             raise RuntimeError(f"replica not ready: phase {state.phase}" + (f" ({reason})" if reason else ""))
 
 
@@ -227,7 +229,9 @@ class InterleaveServer(_Ingress):
             state.begin_drain()
             timeout = self.settings.drain_timeout_seconds
             if not await state.wait_idle(timeout):
-                logger.warning("drain timeout: %d request(s) still in flight, stopping anyway", state.in_flight)
+                logger.warning(
+                    "drain timeout: %d request(s) still in flight, stopping anyway", state.in_flight
+                )
         await super().__del__()  # type: ignore[misc]  # serve.ingress's async __del__: the ASGI lifespan shutdown (the engine stops)
 
 

@@ -68,7 +68,9 @@ async def list_models(request: Request) -> JSONResponse:
     cards = []
     if st.engine is not None:
         cards.append(
-            ModelCard(id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len)
+            ModelCard(
+                id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len
+            )
         )
     return JSONResponse(ModelList(data=cards).model_dump(mode="json", exclude_none=True))
 
@@ -79,10 +81,10 @@ async def retrieve_model(model_id: str, request: Request) -> JSONResponse:
     st = app_state(request)
     check_api_key(request, st.settings.api_key)
     if st.engine is None or model_id != st.engine.served_model_name:
-        raise APIError(
-            404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
-        )
-    card = ModelCard(id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len)
+        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    card = ModelCard(
+        id=st.engine.served_model_name, created=st.started_at, max_model_len=st.engine.max_model_len
+    )
     return JSONResponse(card.model_dump(mode="json", exclude_none=True))
 
 
@@ -179,7 +181,9 @@ def _timed_out(st: AppState, seconds: float) -> APIError:
     )
 
 
-async def _until_deadline(steps: AsyncIterator[T], deadline: float, on_timeout: Callable[[], APIError]) -> AsyncIterator[T]:
+async def _until_deadline(
+    steps: AsyncIterator[T], deadline: float, on_timeout: Callable[[], APIError]
+) -> AsyncIterator[T]:
     """``steps``, raising ``on_timeout()`` once ``deadline`` (``loop.time()``) has passed."""
     loop = asyncio.get_running_loop()
     while True:
@@ -211,7 +215,9 @@ async def chat_completions(request: Request) -> Response:
         return _timed_out(st, timeout_s)
 
     try:
-        prepared = await run_unless_disconnected(request.receive, asyncio.wait_for(service.prepare(chat, arrival), timeout_s))
+        prepared = await run_unless_disconnected(
+            request.receive, asyncio.wait_for(service.prepare(chat, arrival), timeout_s)
+        )
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
     except asyncio.TimeoutError:
@@ -235,7 +241,9 @@ async def chat_completions(request: Request) -> Response:
     try:
         # Wait for the first output before answering 200, so that errors up to the prefill are
         # ordinary HTTP errors; later ones become an SSE error event.
-        first = await run_unless_disconnected(request.receive, asyncio.wait_for(anext(steps, None), remaining))
+        first = await run_unless_disconnected(
+            request.receive, asyncio.wait_for(anext(steps, None), remaining)
+        )
     except ClientDisconnected:
         await service.abort(prepared)
         return Response(status_code=CLIENT_CLOSED)

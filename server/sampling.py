@@ -36,7 +36,9 @@ def structured_output(request: Any) -> StructuredOutput | None:
             schema = tool_constraint(request)
             grammar = compact_json_grammar(schema)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise invalid_request(f"The tools cannot be turned into a constraint: {exc}", param="tools") from None
+            raise invalid_request(
+                f"The tools cannot be turned into a constraint: {exc}", param="tools"
+            ) from None
         # Compact JSON (no free whitespace between tokens): the calls are parsed by the server, not
         # read by people, and a model cannot wander off into whitespace before closing the call.
         return StructuredOutput("grammar", grammar, param="tool_choice")
@@ -55,7 +57,9 @@ def structured_output(request: Any) -> StructuredOutput | None:
     if isinstance(json_schema, dict) and so.disable_additional_properties:
         json_schema = closed_objects(json_schema)
     if so.disable_any_whitespace and (json_schema is not None or so.json_object):
-        return StructuredOutput("grammar", compact_json_grammar(json_schema or {"type": "object"}), param="structured_outputs")
+        return StructuredOutput(
+            "grammar", compact_json_grammar(json_schema or {"type": "object"}), param="structured_outputs"
+        )
     for kind, value in (
         ("json", json_schema),
         ("regex", so.regex),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,9 +91,7 @@ class SceneViewsPart(_Lenient):
     scene_views: SceneViews
 
 
-ContentPart = Annotated[
-    Union[TextPart, ImageURLPart, VideoURLPart, SceneViewsPart], Field(discriminator="type")
-]
+ContentPart = Annotated[TextPart | ImageURLPart | VideoURLPart | SceneViewsPart, Field(discriminator="type")]
 PART_TYPES = ("text", "image_url", "video_url", "scene_views")
 UNSUPPORTED_PART_TYPES = ("input_audio", "audio_url", "file", "image_embeds", "audio_embeds", "image_pil")
 """Content part types OpenAI or vLLM define that this model cannot take: 400 ``unsupported_parameter``."""
@@ -137,7 +135,9 @@ class ChatMessage(_Lenient):
             raise ValueError("content must be a string or a list of content parts")
         # OpenAI's assistant "refusal" parts are text the assistant said.
         return [
-            {"type": "text", "text": p.get("refusal", "")} if isinstance(p, dict) and p.get("type") == "refusal" else p
+            {"type": "text", "text": p.get("refusal", "")}
+            if isinstance(p, dict) and p.get("type") == "refusal"
+            else p
             for p in v
         ]
 
@@ -188,7 +188,7 @@ class ResponseFormatJSONSchema(_Lenient):
 
 
 ResponseFormat = Annotated[
-    Union[ResponseFormatText, ResponseFormatJSONObject, ResponseFormatJSONSchema], Field(discriminator="type")
+    ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema, Field(discriminator="type")
 ]
 
 
@@ -211,8 +211,13 @@ class StructuredOutputs(_Lenient):
     def _one_constraint(self) -> StructuredOutputs:
         given = [
             k
-            for k, v in (("json", self.json_), ("regex", self.regex), ("choice", self.choice),
-                         ("grammar", self.grammar), ("json_object", self.json_object))
+            for k, v in (
+                ("json", self.json_),
+                ("regex", self.regex),
+                ("choice", self.choice),
+                ("grammar", self.grammar),
+                ("json_object", self.json_object),
+            )
             if v is not None
         ]
         if len(given) != 1:
@@ -381,7 +386,9 @@ class ChatCompletionRequest(SamplingFields):
         if self.max_completion_tokens is None and self.max_tokens is None:
             pass
         elif self.min_tokens > (self.requested_max_tokens or 0):
-            raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.requested_max_tokens})")
+            raise ValueError(
+                f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.requested_max_tokens})"
+            )
         return self
 
     @property
@@ -399,7 +406,9 @@ class ChatCompletionRequest(SamplingFields):
     @property
     def uses_tool_constraint(self) -> bool:
         """``tool_choice`` is ``required`` or a named function: decoding is constrained to tool calls."""
-        return self.effective_tool_choice == "required" or isinstance(self.effective_tool_choice, NamedToolChoice)
+        return self.effective_tool_choice == "required" or isinstance(
+            self.effective_tool_choice, NamedToolChoice
+        )
 
 
 def check_json_schema(schema: dict[str, Any]) -> None:
@@ -436,7 +445,10 @@ def _empty(v: Any) -> bool:
 UNSUPPORTED_CHAT_FIELDS: dict[str, tuple[Any, str]] = {
     # OpenAI
     "audio": (_null, "audio output is not available: the model generates text only"),
-    "modalities": (lambda v: v is None or v == ["text"], "the model generates text only (modalities: ['text'])"),
+    "modalities": (
+        lambda v: v is None or v == ["text"],
+        "the model generates text only (modalities: ['text'])",
+    ),
     "prediction": (_null, "predicted outputs are not implemented"),
     "web_search_options": (_null, "web search is not available"),
     "store": (_false, "completions are not stored"),
@@ -447,14 +459,26 @@ UNSUPPORTED_CHAT_FIELDS: dict[str, tuple[Any, str]] = {
     "functions": (_null, "the deprecated functions field is not implemented; use tools"),
     "function_call": (_null, "the deprecated function_call field is not implemented; use tool_choice"),
     "moderation": (_null, "moderation is not available"),
-    "prompt_cache_retention": (_null, "prompt cache retention is not configurable (vLLM prefix caching is automatic)"),
-    "prompt_cache_options": (_null, "prompt cache options are not configurable (vLLM prefix caching is automatic)"),
+    "prompt_cache_retention": (
+        _null,
+        "prompt cache retention is not configurable (vLLM prefix caching is automatic)",
+    ),
+    "prompt_cache_options": (
+        _null,
+        "prompt cache options are not configurable (vLLM prefix caching is automatic)",
+    ),
     # vLLM
     "use_beam_search": (_false, "beam search is not implemented"),
     "best_of": (lambda v: v is None or v == 1, "best_of is not implemented"),
-    "length_penalty": (lambda v: v is None or v == 1.0, "length_penalty applies to beam search, which is not implemented"),
+    "length_penalty": (
+        lambda v: v is None or v == 1.0,
+        "length_penalty applies to beam search, which is not implemented",
+    ),
     "watermarking": (_false, "watermarking is not implemented"),
-    "truncate_prompt_tokens": (_null, "prompt truncation is not implemented: a prompt that does not fit is a 400"),
+    "truncate_prompt_tokens": (
+        _null,
+        "prompt truncation is not implemented: a prompt that does not fit is a 400",
+    ),
     "truncation_side": (_null, "prompt truncation is not implemented"),
     "logprob_token_ids": (_null, "logprob_token_ids is not implemented; use top_logprobs"),
     "add_generation_prompt": (lambda v: v is None or v is True, "the assistant turn is always opened"),
@@ -522,10 +546,14 @@ def check_unsupported(body: dict[str, Any], table: dict[str, tuple[Any, str]]) -
                         )
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") in ("structural_tag", "grammar", "regex"):
-        raise unsupported_parameter("response_format", f"response_format type '{rf['type']}' is not implemented")
+        raise unsupported_parameter(
+            "response_format", f"response_format type '{rf['type']}' is not implemented"
+        )
     so = body.get("structured_outputs")
     if isinstance(so, dict) and so.get("structural_tag") is not None:
-        raise unsupported_parameter("structured_outputs.structural_tag", "structural tags are not implemented")
+        raise unsupported_parameter(
+            "structured_outputs.structural_tag", "structural tags are not implemented"
+        )
     if isinstance(so, dict) and so.get("whitespace_pattern") is not None:
         raise unsupported_parameter(
             "structured_outputs.whitespace_pattern",
@@ -536,7 +564,9 @@ def check_unsupported(body: dict[str, Any], table: dict[str, tuple[Any, str]]) -
     if isinstance(tools, list):
         for k, tool in enumerate(tools):
             if isinstance(tool, dict) and tool.get("type") not in (None, "function"):
-                raise unsupported_parameter(f"tools[{k}]", f"tool type '{tool.get('type')}' is not implemented; use function tools")
+                raise unsupported_parameter(
+                    f"tools[{k}]", f"tool type '{tool.get('type')}' is not implemented; use function tools"
+                )
     tc = body.get("tool_choice")
     if isinstance(tc, dict) and tc.get("type") not in (None, "function"):
         raise unsupported_parameter("tool_choice", f"tool_choice type '{tc.get('type')}' is not implemented")
@@ -549,7 +579,9 @@ def check_unsupported(body: dict[str, Any], table: dict[str, tuple[Any, str]]) -
 
 def unsupported_parameter(param: str, why: str) -> APIError:
     """HTTP 400 ``invalid_request_error`` with code ``unsupported_parameter`` (OpenAI's code)."""
-    return invalid_request(f"Unsupported parameter: '{param}': {why}.", param=param, code="unsupported_parameter")
+    return invalid_request(
+        f"Unsupported parameter: '{param}': {why}.", param=param, code="unsupported_parameter"
+    )
 
 
 _CROSS_FIELD_PARAMS = {
@@ -577,7 +609,9 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
             continue
         if i >= 1 and loc[i - 1] == "response_format" and item in ("text", "json_object", "json_schema"):
             continue
-        if isinstance(item, str) and (item.startswith(("literal[", "function-", "dict[")) or item in ("str", "NamedToolChoice")):
+        if isinstance(item, str) and (
+            item.startswith(("literal[", "function-", "dict[")) or item in ("str", "NamedToolChoice")
+        ):
             continue
         out.append(item)
     return out
@@ -610,7 +644,9 @@ def _to_api_error(exc: ValidationError) -> APIError:
         param = next((p for needle, p in _CROSS_FIELD_PARAMS.items() if needle in msg), None)
         return invalid_request(msg, param=param)
     if loc == ("messages",) and err.get("type") in ("missing", "too_short"):
-        return invalid_request("'messages' is required and must contain at least one message.", param="messages")
+        return invalid_request(
+            "'messages' is required and must contain at least one message.", param="messages"
+        )
     param = format_loc(_clean_loc(loc))
     if param and param.startswith("response_format"):
         param = "response_format" if "json_schema" not in param else param

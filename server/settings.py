@@ -64,8 +64,10 @@ class ServerSettings(BaseSettings):
         "build: the checkpoint's dtype; on GPUs vLLM's choice (16-bit for float32 checkpoints).",
     )
     max_model_len: int | None = Field(
-        None, ge=1, description="Context length in tokens (prompt incl. 729 per image + output). "
-        "Default: the checkpoint's."
+        None,
+        ge=1,
+        description="Context length in tokens (prompt incl. 729 per image + output). "
+        "Default: the checkpoint's.",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel size.")
     pipeline_parallel_size: int = Field(1, ge=1, description="vLLM pipeline parallel size.")
@@ -143,9 +145,13 @@ class ServerSettings(BaseSettings):
     max_views_per_request: int = Field(
         16, ge=0, description="Max 3D scene views in one request (all scene_views parts together)."
     )
-    default_num_frames: int = Field(16, ge=1, description="Frames sampled from a video that gives no num_frames.")
+    default_num_frames: int = Field(
+        16, ge=1, description="Frames sampled from a video that gives no num_frames."
+    )
     max_media_bytes: int = Field(
-        50 * 1024 * 1024, ge=1, description="Max bytes of one media item (decoded data URL, file or download)."
+        50 * 1024 * 1024,
+        ge=1,
+        description="Max bytes of one media item (decoded data URL, file or download).",
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Max width x height of one image, checked before decoding."
@@ -218,8 +224,10 @@ class ServerSettings(BaseSettings):
 
     # --- lifecycle -------------------------------------------------------------------------------
     drain_timeout_seconds: float = Field(
-        30.0, ge=0, description="On SIGTERM: /ready -> 503, new requests 503, in-flight ones finish "
-        "for up to this long before the process exits."
+        30.0,
+        ge=0,
+        description="On SIGTERM: /ready -> 503, new requests 503, in-flight ones finish "
+        "for up to this long before the process exits.",
     )
 
     @field_validator("allowed_remote_hosts", mode="before")

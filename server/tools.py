@@ -83,7 +83,9 @@ def tool_constraint(request: ChatCompletionRequest) -> dict[str, Any] | None:
     )
     from vllm.tool_parsers.utils import get_json_schema_from_tools
 
-    tools: list[Any] = [ChatCompletionToolsParam.model_validate(t.model_dump(exclude_none=True)) for t in request.tools or ()]
+    tools: list[Any] = [
+        ChatCompletionToolsParam.model_validate(t.model_dump(exclude_none=True)) for t in request.tools or ()
+    ]
     choice: Any = request.effective_tool_choice
     if isinstance(choice, NamedToolChoice):
         choice = ChatCompletionNamedToolChoiceParam.model_validate(choice.model_dump())
@@ -119,7 +121,9 @@ def parse_constrained(request: ChatCompletionRequest, text: str) -> list[ParsedC
     if not isinstance(data, list):
         return None
     return [
-        ParsedCall(new_call_id(), str(item["name"]), json.dumps(item.get("parameters", {}), ensure_ascii=False))
+        ParsedCall(
+            new_call_id(), str(item["name"]), json.dumps(item.get("parameters", {}), ensure_ascii=False)
+        )
         for item in data
         if isinstance(item, dict) and "name" in item
     ]
@@ -169,7 +173,11 @@ class AutoToolStream:
             if tc.id is not None:
                 d["id"] = new_call_id()
                 d["type"] = "function"
-            fn = tc.function if isinstance(tc.function, dict) else (tc.function.model_dump(exclude_none=True) if tc.function else {})
+            fn = (
+                tc.function
+                if isinstance(tc.function, dict)
+                else (tc.function.model_dump(exclude_none=True) if tc.function else {})
+            )
             if fn:
                 d["function"] = {k: v for k, v in fn.items() if v is not None}
             calls.append(d)

@@ -26,13 +26,12 @@ No vLLM import; blake3 (a vLLM dependency) when installed, else hashlib's blake2
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-
-import hashlib
 
 _blake3: Any
 try:  # blake3 comes with vLLM: ~3x faster than blake2b on the same core
@@ -167,7 +166,12 @@ class MediaCache:
         """A snapshot of the counters and sizes."""
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, self._evictions, self._bytes, len(self._entries), self.capacity_bytes
+                self._hits,
+                self._misses,
+                self._evictions,
+                self._bytes,
+                len(self._entries),
+                self.capacity_bytes,
             )
 
     def __len__(self) -> int:
@@ -263,7 +267,9 @@ class MediaCache:
         self._inflight[key] = future
         return await asyncio.shield(future)
 
-    async def _load(self, key: str, kind: str, load: Callable[[], Awaitable[_T]], nbytes: Callable[[_T], int]) -> _T:
+    async def _load(
+        self, key: str, kind: str, load: Callable[[], Awaitable[_T]], nbytes: Callable[[_T], int]
+    ) -> _T:
         try:
             value = await load()
             self.put(key, value, nbytes(value), kind)

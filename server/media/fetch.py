@@ -52,9 +52,7 @@ def decode_data_url(url: str, limits: MediaLimits) -> bytes:
         compact = compact.rstrip("=")
         altchars = b"-_" if ("-" in compact or "_" in compact) else None
         try:
-            data = base64.b64decode(
-                compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True
-            )
+            data = base64.b64decode(compact + "=" * (-len(compact) % 4), altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
             raise MediaError(f"the data URL {shown_url(url)} is not valid base64") from None
     else:
@@ -99,8 +97,12 @@ def _is_public(ip: _IPAddress) -> bool:
             if embedded is not None and not _is_public(embedded):
                 return False
     return ip.is_global and not (
-        ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_private
-        or ip.is_reserved or ip.is_unspecified
+        ip.is_multicast
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_reserved
+        or ip.is_unspecified
     )
 
 
@@ -176,12 +178,9 @@ class Fetcher:
                 )
             except (asyncio.TimeoutError, httpx.TimeoutException):
                 raise MediaError(
-                    f"fetching {shown_url(url)} did not finish within "
-                    f"{self.limits.fetch_timeout_seconds:g} s"
+                    f"fetching {shown_url(url)} did not finish within {self.limits.fetch_timeout_seconds:g} s"
                 ) from None
-        raise MediaError(
-            f"unsupported URL scheme in {shown_url(url)}: use data:, http(s):// or file://"
-        )
+        raise MediaError(f"unsupported URL scheme in {shown_url(url)}: use data:, http(s):// or file://")
 
     async def _checked_address(self, url: httpx.URL) -> str:
         """Resolve the URL's host; return an address to connect to, or raise if refused."""
@@ -194,7 +193,8 @@ class Fetcher:
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(
-                    host, url.port or (443 if url.scheme == "https" else 80),
+                    host,
+                    url.port or (443 if url.scheme == "https" else 80),
                     type=socket.SOCK_STREAM,
                 )
             except (socket.gaierror, UnicodeError, OSError):
@@ -239,9 +239,7 @@ class Fetcher:
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as exc:
-                raise MediaError(
-                    f"fetching {shown} failed: {type(exc).__name__} {exc}".rstrip()
-                ) from None
+                raise MediaError(f"fetching {shown} failed: {type(exc).__name__} {exc}".rstrip()) from None
             try:
                 if response.is_redirect:
                     location = response.headers.get("location")

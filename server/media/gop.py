@@ -122,7 +122,12 @@ class PickDecoder:
     """
 
     def __init__(
-        self, probe: Probe, wanted: list[int], *, allow_seek: bool, careful: bool,
+        self,
+        probe: Probe,
+        wanted: list[int],
+        *,
+        allow_seek: bool,
+        careful: bool,
         thread_type: str = "AUTO",
     ):
         self.probe = probe
@@ -271,4 +276,3 @@ class PickDecoder:
         self.actual[self.wanted[self._i]] = pts
         self._taken = pts
         return True
-

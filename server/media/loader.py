@@ -17,9 +17,9 @@ from model_adapter.preprocess import resize_image
 from server.media.base import MediaError, MediaLimits, shown_url
 from server.media.cache import MediaCache, content_digest, content_key, frame_key
 from server.media.fetch import Fetcher
+from server.media.gop import PickDecoder
 from server.media.image import ImageDecoder
 from server.media.threaded import decode_gop_range, gop_ranges, merge_gop_runs
-from server.media.gop import PickDecoder
 from server.media.video import VideoFrames, VideoPlan, check_sampling, plan_video, sample_video
 
 __all__ = ["MediaLoader", "MediaLoaderProtocol"]
@@ -129,15 +129,16 @@ class MediaLoader:
             raise MediaError(f"{shown_url(url)}: {exc}") from None
         return image, key
 
-    async def load_video(
-        self, url: str, *, num_frames: int = 16, fps: float | None = None
-    ) -> VideoFrames:
+    async def load_video(self, url: str, *, num_frames: int = 16, fps: float | None = None) -> VideoFrames:
         """Fetch one video and sample its frames (see `sample_video`; cached by content), with one
         key per frame in `frame_keys`. The frames array is shared and read-only. Raises MediaError."""
         check_sampling(num_frames, fps, self.limits)  # before fetching anything
         data = await self.fetch(url)
         key = await self._key(
-            "video", data, num_frames=num_frames, fps=None if fps is None else float(fps),
+            "video",
+            data,
+            num_frames=num_frames,
+            fps=None if fps is None else float(fps),
             max_frames=self.limits.max_frames,
         )
         try:
@@ -154,10 +155,14 @@ class MediaLoader:
         frames."""
         video = None
         if self._workers > 1:
-            plan = await self._run(lambda: plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits))
+            plan = await self._run(
+                lambda: plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits)
+            )
             ranges, thread_type = gop_ranges(plan, self._workers)
             if len(ranges) > 1:
-                runs = await asyncio.gather(*(self._run(self._decode_range, plan, r, thread_type) for r in ranges))
+                runs = await asyncio.gather(
+                    *(self._run(self._decode_range, plan, r, thread_type) for r in ranges)
+                )
                 complete = [r for r in runs if r is not None]
                 if len(complete) == len(runs):
                     video = merge_gop_runs(plan, complete)  # None: a run was incomplete

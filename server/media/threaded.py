@@ -97,7 +97,9 @@ def merge_gop_runs(plan: VideoPlan, runs: list[PickDecoder]) -> VideoFrames | No
     if len(shapes) != 1:  # the size changed mid-stream: the sequential path keeps the first size
         return None
     frames = (
-        np.concatenate([f[: len(r.actual)] for f, r in zip(decoded, runs, strict=True)]) if len(runs) > 1 else decoded[0]
+        np.concatenate([f[: len(r.actual)] for f, r in zip(decoded, runs, strict=True)])
+        if len(runs) > 1
+        else decoded[0]
     )
     actual = {w: p for r in runs for w, p in r.actual.items()}
     return _frames_of(plan, frames, actual, sum(r.decoded for r in runs))

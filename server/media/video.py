@@ -26,8 +26,7 @@ __all__ = ["VideoFrames", "VideoPlan", "check_sampling", "plan_video", "sample_v
 # Demuxers FFmpeg may pick for user bytes. A whitelist keeps playlist / concat demuxers (which
 # open further URLs or files by themselves), text "video" demuxers (tty) and image sequences out.
 _VIDEO_FORMATS = (
-    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc,m4v,"
-    "mjpeg,ivf,nut,obu"
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc,m4v,mjpeg,ivf,nut,obu"
 )
 
 
@@ -97,8 +96,7 @@ def _plan(probe: Probe, count: int) -> list[int]:
     start = probe.times[0]
     span = probe.end - start
     shown = [
-        max(0, bisect.bisect_right(probe.times, start + (i + 0.5) * span / count) - 1)
-        for i in range(count)
+        max(0, bisect.bisect_right(probe.times, start + (i + 0.5) * span / count) - 1) for i in range(count)
     ]
     picks: list[int] = []
     for i, k in enumerate(shown):
@@ -108,7 +106,6 @@ def _plan(probe: Probe, count: int) -> list[int]:
     for i in range(count - 2, -1, -1):  # a pick pushed back by the room rule keeps order
         picks[i] = min(picks[i], picks[i + 1] - 1)
     return picks
-
 
 
 def check_sampling(num_frames: int, fps: float | None, limits: MediaLimits) -> None:

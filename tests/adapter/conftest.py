@@ -27,8 +27,9 @@ def tiny_checkpoint() -> Path:
 def make_llm(model: Path | str, **overrides):
     """A vLLM offline engine on our adapter with the test settings (float32, eager, small KV cache)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    import model_adapter
     from vllm import LLM
+
+    import model_adapter
 
     kwargs = dict(
         model=str(model),

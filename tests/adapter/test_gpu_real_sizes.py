@@ -25,16 +25,15 @@ def checkpoint_05b():
 def test_real_05b_size_two_images_and_a_video_on_gpu(checkpoint_05b):
     from vllm import SamplingParams
 
-    engine = make_llm(
-        checkpoint_05b, dtype="bfloat16", enforce_eager=False, gpu_memory_utilization=0.5
-    )
+    engine = make_llm(checkpoint_05b, dtype="bfloat16", enforce_eager=False, gpu_memory_utilization=0.5)
     try:
         prompt = (
-            "<|im_start|>user\n<image>\n<image>\n<video>\nWhat differs?<|im_end|>\n"
-            "<|im_start|>assistant\n"
+            "<|im_start|>user\n<image>\n<image>\n<video>\nWhat differs?<|im_end|>\n<|im_start|>assistant\n"
         )
-        data = {"image": [gradient_image(640, 480, 1), gradient_image(300, 500, 2)],
-                "video": [video_frames(8)]}
+        data = {
+            "image": [gradient_image(640, 480, 1), gradient_image(300, 500, 2)],
+            "video": [video_frames(8)],
+        }
         (out,) = engine.generate(
             [{"prompt": prompt, "multi_modal_data": data}],
             SamplingParams(max_tokens=8, temperature=0, ignore_eos=True),

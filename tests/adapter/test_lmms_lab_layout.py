@@ -71,7 +71,9 @@ def lmms_llm(lmms_checkpoint):
     yield engine
     close_llm(engine)
     if MEASURED:
-        print(f"\nlmms-lab vs HF layout: max |logprob difference| {max(MEASURED):.3g} over {len(MEASURED)} values")
+        print(
+            f"\nlmms-lab vs HF layout: max |logprob difference| {max(MEASURED):.3g} over {len(MEASURED)} values"
+        )
 
 
 def _run(engine, request: dict):
@@ -103,9 +105,13 @@ def test_lmms_lab_layout_matches_hf_layout(case, llm, lmms_llm):
     request = {"prompt": prompt, **({"multi_modal_data": mm_data} if mm_data else {})}
     hf_out, lmms_out = _run(llm, request), _run(lmms_llm, request)
     # the same prompt, the image placeholder aside (the lmms-lab tokenizer has no <image> token)
-    assert [HF_IMAGE_ID if t == LMMS_IMAGE_ID else t for t in lmms_out.prompt_token_ids] == hf_out.prompt_token_ids
+    assert [
+        HF_IMAGE_ID if t == LMMS_IMAGE_ID else t for t in lmms_out.prompt_token_ids
+    ] == hf_out.prompt_token_ids
     assert lmms_out.prompt_token_ids.count(LMMS_IMAGE_ID) == hf_out.prompt_token_ids.count(HF_IMAGE_ID)
-    assert hf_out.prompt_token_ids.count(HF_IMAGE_ID) == 729 * (len(mm_data.get("image", [])) + 4 * len(mm_data.get("video", [])))
+    assert hf_out.prompt_token_ids.count(HF_IMAGE_ID) == 729 * (
+        len(mm_data.get("image", [])) + 4 * len(mm_data.get("video", []))
+    )
     _assert_same_outputs(hf_out, lmms_out)
 
 
@@ -114,19 +120,32 @@ def test_token_prompts_as_the_server_builds_them(tiny_checkpoint, lmms_checkpoin
     from server.prompt import PromptBuilder
     from server.schemas import ChatCompletionRequest
 
-    request = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "I typed <image> here; now the real ones:"},
-        {"type": "image_url", "image_url": {"url": "data:,"}},
-        {"type": "image_url", "image_url": {"url": "data:,"}},
-        {"type": "text", "text": "Which is brighter?"},
-    ]}]})
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "I typed <image> here; now the real ones:"},
+                        {"type": "image_url", "image_url": {"url": "data:,"}},
+                        {"type": "image_url", "image_url": {"url": "data:,"}},
+                        {"type": "text", "text": "Which is brighter?"},
+                    ],
+                }
+            ]
+        }
+    )
     outs = []
     for engine, path in ((llm, tiny_checkpoint), (lmms_llm, lmms_checkpoint)):
         builder = PromptBuilder.from_pretrained(path, default_system_prompt="You are a helpful assistant.")
         built = builder.build(request, [1, 1])
         assert built.num_images == 2
-        outs.append(_run(engine, {"prompt_token_ids": built.prompt_token_ids,
-                                  "multi_modal_data": {"image": IMAGES[:2]}}))
+        outs.append(
+            _run(
+                engine,
+                {"prompt_token_ids": built.prompt_token_ids, "multi_modal_data": {"image": IMAGES[:2]}},
+            )
+        )
     hf_out, lmms_out = outs
     assert len(lmms_out.prompt_token_ids) == len(hf_out.prompt_token_ids)
     assert lmms_out.prompt_token_ids.count(LMMS_IMAGE_ID) == 2 * 729
@@ -180,7 +199,7 @@ def reload_hf(llm, tiny_checkpoint):
 def _extra_siglip_layer(prefix: str, index: int):
     def add(tensors):
         for k in [k for k in tensors if k.startswith(prefix + "0.")]:
-            tensors[prefix + f"{index}." + k[len(prefix) + 2:]] = tensors[k].clone()
+            tensors[prefix + f"{index}." + k[len(prefix) + 2 :]] = tensors[k].clone()
 
     return add
 
@@ -191,8 +210,11 @@ HF_LAYERS = "vision_tower.vision_model.encoder.layers."
 
 def test_lmms_lab_checkpoint_loads_without_its_unused_tensors(tmp_path, lmms_checkpoint, reload_lmms):
     """The 27th-layer analogue and image_newline are skipped, not required."""
-    unused = [k for k in load_file(str(lmms_checkpoint / "model.safetensors"))
-              if k.startswith(LMMS_LAYERS + "2.") or k == "model.image_newline"]
+    unused = [
+        k
+        for k in load_file(str(lmms_checkpoint / "model.safetensors"))
+        if k.startswith(LMMS_LAYERS + "2.") or k == "model.image_newline"
+    ]
     assert len(unused) == 17
     reload_lmms(_write_variant(lmms_checkpoint, tmp_path / "trimmed", drop=set(unused)))  # no error
 
@@ -206,7 +228,9 @@ def test_lmms_lab_missing_tensor_fails_naming_it(tmp_path, lmms_checkpoint, relo
 
 def test_lmms_lab_unexpected_tensor_fails_naming_it(tmp_path, lmms_checkpoint, reload_lmms):
     variant = _write_variant(
-        lmms_checkpoint, tmp_path / "extra", rename=lambda k: k.replace("model.mm_projector.2.", "model.mm_projector.3.")
+        lmms_checkpoint,
+        tmp_path / "extra",
+        rename=lambda k: k.replace("model.mm_projector.2.", "model.mm_projector.3."),
     )
     with pytest.raises(Exception, match=r"unexpected tensor 'model\.mm_projector\.3\.(weight|bias)'"):
         reload_lmms(variant)
@@ -216,11 +240,15 @@ def test_lmms_lab_unexpected_tensor_fails_naming_it(tmp_path, lmms_checkpoint, r
     ("layout", "prefix", "index"),
     [("lmms-lab", LMMS_LAYERS, 3), ("hf", HF_LAYERS, 2)],
 )
-def test_siglip_layer_past_the_tower_fails_naming_it(layout, prefix, index, tmp_path, lmms_checkpoint,
-                                                     tiny_checkpoint, request):
+def test_siglip_layer_past_the_tower_fails_naming_it(
+    layout, prefix, index, tmp_path, lmms_checkpoint, tiny_checkpoint, request
+):
     """vLLM's SigLIP loader would drop a layer past the tower silently; the adapter refuses it."""
-    src, reload = (lmms_checkpoint, request.getfixturevalue("reload_lmms")) if layout == "lmms-lab" else (
-        tiny_checkpoint, request.getfixturevalue("reload_hf"))
+    src, reload = (
+        (lmms_checkpoint, request.getfixturevalue("reload_lmms"))
+        if layout == "lmms-lab"
+        else (tiny_checkpoint, request.getfixturevalue("reload_hf"))
+    )
     variant = _write_variant(src, tmp_path / "deeper", add=_extra_siglip_layer(prefix, index))
     with pytest.raises(Exception, match=rf"unexpected tensor '{prefix.replace('.', '[.]')}{index}\."):
         reload(variant)

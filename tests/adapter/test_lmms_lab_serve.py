@@ -106,12 +106,20 @@ def test_mixed_request_has_the_hf_layout_prompt_token_count(lmms_server, lmms_ch
 def test_streaming_works_on_the_lmms_lab_layout(lmms_server):
     client = openai.OpenAI(base_url=lmms_server.v1, api_key="unused", max_retries=0, timeout=300)
     model = client.models.list().data[0].id
-    content = [{"type": "image_url", "image_url": {"url": media.png_url(40, 30, (10, 200, 10))}},
-               {"type": "text", "text": "What colour is it?"}]
-    chunks = list(client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": content}], max_tokens=6, temperature=0,
-        stream=True, stream_options={"include_usage": True},
-    ))
+    content = [
+        {"type": "image_url", "image_url": {"url": media.png_url(40, 30, (10, 200, 10))}},
+        {"type": "text", "text": "What colour is it?"},
+    ]
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 6
     assert usage.prompt_tokens > TOKENS_PER_IMAGE

@@ -41,8 +41,10 @@ CASES = {
         _chat("<video>\nWhat happens in the video?"),
         {"video": [FRAMES]},
         # the reference gets the same 4 frames as 4 consecutive images
-        (_chat("<image><image><image><image>\nWhat happens in the video?"),
-         [Image.fromarray(f) for f in FRAMES]),
+        (
+            _chat("<image><image><image><image>\nWhat happens in the video?"),
+            [Image.fromarray(f) for f in FRAMES],
+        ),
     ),
     "two_images_two_turns": (
         _chat("<image>\nDescribe this.", "A gradient.", "<image>\nAnd this one?"),
@@ -66,7 +68,7 @@ def _reference(hf_reference, prompt: str, images):
             pad_token_id=151643,
         )
     prompt_ids = inputs["input_ids"][0].tolist()
-    new_ids = out.sequences[0, len(prompt_ids):].tolist()
+    new_ids = out.sequences[0, len(prompt_ids) :].tolist()
     logprobs = [torch.log_softmax(step[0].float(), dim=-1) for step in out.logits]
     return prompt_ids, new_ids, logprobs
 

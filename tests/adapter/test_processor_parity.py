@@ -97,9 +97,7 @@ def test_video_expands_like_consecutive_images(vllm_processor, hf_reference):
     as_images = prompt.replace("<video>", "<image>" * 4)
     from PIL import Image
 
-    expected = hf_processor(
-        text=as_images, images=[Image.fromarray(f) for f in frames], return_tensors="np"
-    )
+    expected = hf_processor(text=as_images, images=[Image.fromarray(f) for f in frames], return_tensors="np")
     assert out["prompt_token_ids"] == expected["input_ids"][0].tolist()
     (placeholder,) = out["mm_placeholders"]["video"]
     assert placeholder.length == 4 * 729

@@ -38,7 +38,9 @@ def vllm_server(tiny_checkpoint, tmp_path_factory):
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     try:
-        server = start_server(cmd, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, timeout=300)
+        server = start_server(
+            cmd, ready_url=f"http://127.0.0.1:{port}/health", log_path=log_path, timeout=300
+        )
     except RuntimeError as exc:
         pytest.fail(f"vLLM server did not start: {exc}")
     yield server.base_url
@@ -56,7 +58,10 @@ def test_two_images_and_a_video_through_stock_server(vllm_server, tiny_checkpoin
         {"type": "text", "text": "another one:"},
         {"type": "image_url", "image_url": {"url": data_url(png_bytes(gradient_image(30, 90, 2)))}},
         {"type": "text", "text": "and a clip:"},
-        {"type": "video_url", "video_url": {"url": video_url(encode_video(16, 8, images=video_frames(16, 96, 64, seed=100)))}},
+        {
+            "type": "video_url",
+            "video_url": {"url": video_url(encode_video(16, 8, images=video_frames(16, 96, 64, seed=100)))},
+        },
         {"type": "text", "text": "What do they have in common?"},
     ]
     response = client.chat.completions.create(

@@ -46,7 +46,6 @@ def _greedy(engine):
     ]
 
 
-
 @pytest.fixture
 def reload(llm, tiny_checkpoint):
     """Load a checkpoint directory into the shared engine; restores the original afterwards."""

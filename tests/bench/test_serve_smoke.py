@@ -21,13 +21,26 @@ def test_serve_bench_quick(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     proc = subprocess.run(
-        [sys.executable, "bench/serve.py", "--quick", "--servers", "ours,vllm,engine",
-         "--json", str(out), "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "bench/serve.py",
+            "--quick",
+            "--servers",
+            "ours,vllm,engine",
+            "--json",
+            str(out),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    summary = lines[lines.index(next(line for line in lines if line.startswith("summary"))):]
+    summary = lines[lines.index(next(line for line in lines if line.startswith("summary"))) :]
     assert any(line.startswith("ours ") for line in summary), proc.stdout
     assert any(line.startswith("vllm ") for line in summary), proc.stdout
     assert any(line.startswith("ratio ours/vllm:") for line in summary), proc.stdout
@@ -43,12 +56,29 @@ def test_serve_bench_chat_quick(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     proc = subprocess.run(
-        [sys.executable, "bench/serve.py", "--workload", "chat", "--quick", "--servers", "ours,engine",
-         "--json", str(out), "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "bench/serve.py",
+            "--workload",
+            "chat",
+            "--quick",
+            "--servers",
+            "ours,engine",
+            "--json",
+            str(out),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert any(line.startswith("ratio ours/engine per turn:") for line in proc.stdout.splitlines()), proc.stdout
+    assert any(line.startswith("ratio ours/engine per turn:") for line in proc.stdout.splitlines()), (
+        proc.stdout
+    )
     result = json.loads(out.read_text())
     assert all(r["errors"] == 0 and r["requests"] == 3 for r in result["rounds"])  # 1 conversation x 3 turns
     assert set(result["turns"]["table"]["ours"]) == {"turn1", "turn2", "turn3"}

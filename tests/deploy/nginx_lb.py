@@ -47,7 +47,9 @@ def ensure_nginx() -> tuple[str, str]:
         done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
     nginx, envsubst = _which("nginx"), _which("envsubst")
     if done.returncode != 0 or not nginx or not envsubst:
-        raise RuntimeError(f"installing nginx failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"installing nginx failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
     return nginx, envsubst
 
 

@@ -113,7 +113,9 @@ def test_constraints_pin_every_direct_dependency() -> None:
             pins[canonicalize_name(req.name)] = spec.version
     required = direct_requirements()
     missing = sorted(set(required) - set(pins))
-    assert not missing, f"not pinned in constraints.txt: {missing}; run .venv/bin/python deploy/pin_constraints.py"
+    assert not missing, (
+        f"not pinned in constraints.txt: {missing}; run .venv/bin/python deploy/pin_constraints.py"
+    )
     for name, reqs in required.items():
         for req in reqs:
             assert req.specifier.contains(pins[name], prereleases=True), (str(req), pins[name])
@@ -124,7 +126,11 @@ def test_constraints_pin_every_direct_dependency() -> None:
 
 def _compose_config(variant: str) -> dict:
     files = [a for f in COMPOSE_VARIANTS[variant] for a in ("-f", str(REPO / "docker" / f))]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERLEAVE_", "REPLICA", "NGINX_", "MODELS_DIR"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("INTERLEAVE_", "REPLICA", "NGINX_", "MODELS_DIR"))
+    }
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # the compose default, not the test session's
     done = subprocess.run(
         [_venv_tool("docker-compose"), *files, "config", "--format", "json"],
@@ -159,8 +165,10 @@ def test_compose_file_is_valid_and_has_the_promised_shape(variant: str) -> None:
     assert sorted(upstreams) == replicas
     assert nginx["environment"]["INTERLEAVE_MAX_REQUEST_BYTES"] == str(DEFAULT_MAX_REQUEST_BYTES)
     assert set(PLACEHOLDERS) <= set(nginx["environment"])
-    assert any(v["target"].startswith("/etc/nginx/templates/") and v["source"].endswith("nginx.conf.template")
-               for v in nginx["volumes"])
+    assert any(
+        v["target"].startswith("/etc/nginx/templates/") and v["source"].endswith("nginx.conf.template")
+        for v in nginx["volumes"]
+    )
 
     gpus, cpusets = [], []
     for name in replicas:
@@ -168,7 +176,9 @@ def test_compose_file_is_valid_and_has_the_promised_shape(variant: str) -> None:
         env = svc["environment"]
         assert env["INTERLEAVE_MAX_REQUEST_BYTES"] == str(DEFAULT_MAX_REQUEST_BYTES)
         drain = float(env.get("INTERLEAVE_DRAIN_TIMEOUT_SECONDS", DEFAULT_DRAIN_S))
-        assert _seconds(svc["stop_grace_period"]) > drain + ENGINE_SHUTDOWN_TIMEOUT_SECONDS, svc["stop_grace_period"]
+        assert _seconds(svc["stop_grace_period"]) > drain + ENGINE_SHUTDOWN_TIMEOUT_SECONDS, svc[
+            "stop_grace_period"
+        ]
         assert svc["stop_signal"] == "SIGTERM" and svc["init"] is True
         assert "/ready" in " ".join(svc["healthcheck"]["test"])
         assert int(svc["shm_size"]) >= 2**30, svc.get("shm_size")  # Docker's default is 64 MB
@@ -249,14 +259,18 @@ def _kustomize(folder: Path) -> list[dict]:
     """The objects of a kustomization: its resources (files or other kustomizations) with its
     JSON 6902 ``patches`` applied (the only transformer our overlays use besides ``images``)."""
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    assert set(kustomization) <= {"apiVersion", "kind", "resources", "patches", "images"}, sorted(kustomization)
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "patches", "images"}, sorted(
+        kustomization
+    )
     objects: list[dict] = []
     for resource in kustomization.get("resources", []):
         path = (folder / resource).resolve()
         objects.extend(_kustomize(path) if path.is_dir() else _load_all(path))
     for patch in kustomization.get("patches", []):
         target = patch["target"]
-        matches = [o for o in objects if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]]
+        matches = [
+            o for o in objects if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+        ]
         assert len(matches) == 1, target
         patched = jsonpatch.JsonPatch(yaml.safe_load(patch["patch"])).apply(matches[0])
         objects[objects.index(matches[0])] = patched
@@ -288,8 +302,13 @@ def test_kubernetes_manifests_validate_against_the_api_schemas(variant: str) -> 
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)  # raises ValidationError
     kinds = _by_kind(objects)
-    assert set(kinds) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                          "PersistentVolumeClaim"}
+    assert set(kinds) == {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "PersistentVolumeClaim",
+    }
     deployment = kinds["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -364,7 +383,9 @@ def test_every_environment_variable_set_is_read_by_the_server_or_vllm(monkeypatc
     found = _artifact_env_vars()
     assert "INTERLEAVE_MODEL" in found and "VLLM_CPU_KVCACHE_SPACE" in found, sorted(found)
     unknown = {
-        var: where for var, where in found.items() if var not in settings_vars | vllm_vars | OTHER_INTERLEAVE_VARS
+        var: where
+        for var, where in found.items()
+        if var not in settings_vars | vllm_vars | OTHER_INTERLEAVE_VARS
     }
     assert not unknown, f"set but read by nobody: {unknown}"
     # the one INTERLEAVE_* variable outside the settings really is read where we say

@@ -83,9 +83,13 @@ def test_signal_drains_and_exits_zero(servers, case):
     done = threading.Event()
 
     def stream() -> None:
-        body = {"messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 6000,
-                "ignore_eos": True,
-                "temperature": 0, "stream": True}
+        body = {
+            "messages": [{"role": "user", "content": "Tell a long story."}],
+            "max_tokens": 6000,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+        }
         try:
             with httpx.stream("POST", server.v1 + "/chat/completions", json=body, timeout=120) as resp:
                 for line in resp.iter_lines():
@@ -111,7 +115,9 @@ def test_signal_drains_and_exits_zero(servers, case):
         while ready.status_code != 503 and time.monotonic() < deadline:
             ready = client.get(server.base_url + "/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
-        refused = client.post(server.v1 + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+        refused = client.post(
+            server.v1 + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+        )
         assert refused.status_code == 503, refused.text
         assert refused.headers.get("retry-after") == "1"
 

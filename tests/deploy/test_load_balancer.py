@@ -66,9 +66,16 @@ def _big_image_body(k: int, model: str, stream: bool) -> dict:
     """One 512x512 noisy PNG (about 0.6 MB as base64): far above nginx's default 16 KiB body buffer,
     so the template's client_body_buffer_size is what keeps it in memory."""
     url = data_url(png_bytes(gradient_image(512, 512, seed=k)))
-    content = [{"type": "text", "text": f"Request {k}: what is this?"}, {"type": "image_url", "image_url": {"url": url}}]
-    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": MAX_TOKENS,
-            "stream": stream}
+    content = [
+        {"type": "text", "text": f"Request {k}: what is this?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": MAX_TOKENS,
+        "stream": stream,
+    }
 
 
 def mixed(model: str, *, streams_max_tokens: int = MAX_TOKENS, streams: str = "half"):
@@ -132,14 +139,19 @@ class Cluster:
         cmd = interleave_serve_command(
             replica.port,
             *TINY_ENGINE_FLAGS,
-            "--max-model-len", "4096",
-            "--drain-timeout-seconds", str(DRAIN_TIMEOUT_S),
-            "--default-max-tokens", "16",
+            "--max-model-len",
+            "4096",
+            "--drain-timeout-seconds",
+            str(DRAIN_TIMEOUT_S),
+            "--default-max-tokens",
+            "16",
         )
         # each replica's engine threads on a core of their own, as compose pins each replica to its
         # cpuset (vLLM's automatic binding would put both engines on the same core)
         core = self.replicas.index(replica) % (os.cpu_count() or 1)
-        env = clean_environment(INTERLEAVE_CACHE_DIR=str(self.checkpoint_dir), VLLM_CPU_OMP_THREADS_BIND=str(core))
+        env = clean_environment(
+            INTERLEAVE_CACHE_DIR=str(self.checkpoint_dir), VLLM_CPU_OMP_THREADS_BIND=str(core)
+        )
         replica.server = start_server(
             cmd,
             ready_url=replica.base_url + "/ready",
@@ -165,7 +177,11 @@ class Cluster:
                 resp = client.post(
                     CHAT,
                     headers={"x-request-id": rid},
-                    json={"model": self.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+                    json={
+                        "model": self.model,
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "max_tokens": 1,
+                    },
                 )
                 assert resp.status_code == 200, resp.text
                 entry = _wait_for_entries(self.access_log, [rid])[rid]
@@ -279,7 +295,9 @@ class LoadResult:
         return counts
 
 
-async def _run_load(cluster: Cluster, body, *, tag: str, total: int, concurrency: int, during=None) -> LoadResult:
+async def _run_load(
+    cluster: Cluster, body, *, tag: str, total: int, concurrency: int, during=None
+) -> LoadResult:
     """``total`` requests (``body(k)``) through nginx, ``concurrency`` at a time, each read to its end
     by :func:`harness.load.send_chat`. ``during(result)`` runs beside the load (it may send a signal
     when the load is under way); the load waits for it to finish."""
@@ -331,8 +349,12 @@ def _report(title: str, result: LoadResult, cluster: Cluster, **extra) -> str:
     split = {names.get(k, k): v for k, v in sorted(result.split().items())}
     retried = sum(1 for s in result.sent if s.entry is not None and len(s.entry.upstreams) > 1)
     streams = sum(s.stream for s in result.sent)
-    parts = [f"{title}: {len(result.sent)} requests ({streams} streams)", f"split {split}",
-             f"failed {len(result.failed)}", f"retried by nginx {retried}"] + [f"{k} {v}" for k, v in extra.items()]
+    parts = [
+        f"{title}: {len(result.sent)} requests ({streams} streams)",
+        f"split {split}",
+        f"failed {len(result.failed)}",
+        f"retried by nginx {retried}",
+    ] + [f"{k} {v}" for k, v in extra.items()]
     line = "; ".join(parts)
     print("\n[lb] " + line)
     return line
@@ -389,12 +411,16 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
 
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="most")
     total = 24
-    result = asyncio.run(_run_load(cluster, body, tag="kill", total=total, concurrency=4, during=kill_when_busy))
+    result = asyncio.run(
+        _run_load(cluster, body, tag="kill", total=total, concurrency=4, during=kill_when_busy)
+    )
     assert killed_at, "the load ended before the kill"
     victim.server.process.wait(timeout=30)
     t_kill = killed_at[0]
     in_flight_on_victim = [
-        s for s in result.sent if s.start < t_kill < s.end and s.entry is not None and victim.addr in s.entry.upstreams
+        s
+        for s in result.sent
+        if s.start < t_kill < s.end and s.entry is not None and victim.addr in s.entry.upstreams
     ]
     after = [s for s in result.sent if s.start > t_kill]
     # the next requests succeed, all on the survivor
@@ -403,8 +429,11 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
         "SIGKILL of one replica's process group",
         result,
         cluster,
-        **{"in flight on the killed replica": len(in_flight_on_victim), "started after the kill": len(after),
-           "next requests ok": f"{len(nxt.sent) - len(nxt.failed)}/{len(nxt.sent)}"},
+        **{
+            "in flight on the killed replica": len(in_flight_on_victim),
+            "started after the kill": len(after),
+            "next requests ok": f"{len(nxt.sent) - len(nxt.failed)}/{len(nxt.sent)}",
+        },
     )
     # what failed had been sent to the victim and was in flight when it died
     for s in result.failed:
@@ -446,7 +475,9 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
     # every request streams, so what is in flight on the replica at the signal is a stream
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="all")
     total = 28
-    result = asyncio.run(_run_load(cluster, body, tag="term", total=total, concurrency=4, during=term_when_busy))
+    result = asyncio.run(
+        _run_load(cluster, body, tag="term", total=total, concurrency=4, during=term_when_busy)
+    )
     assert signalled_at and draining_at, "the load ended before the signal"
     t_term = signalled_at[0]
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + 90
@@ -454,7 +485,8 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         time.sleep(0.2)
     log = victim.server.log_text()
     in_flight_on_victim = [
-        s for s in result.sent
+        s
+        for s in result.sent
         if s.start < t_term < s.end and s.entry is not None and s.entry.final_upstream == victim.addr
     ]
     after = [s for s in result.sent if s.start > draining_at[0]]
@@ -462,12 +494,14 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         "SIGTERM to one replica's process group",
         result,
         cluster,
-        **{"in flight on the draining replica": len(in_flight_on_victim),
-           "of them streams": sum(s.stream for s in in_flight_on_victim),
-           "started after /ready turned 503": len(after),
-           "signal to last in-flight done s": f"{max((s.end for s in in_flight_on_victim), default=t_term) - t_term:.2f}",
-           "signal to exit s": f"{exited.get('at', float('nan')) - t_term:.1f}",
-           "exit code": exited.get("code")},
+        **{
+            "in flight on the draining replica": len(in_flight_on_victim),
+            "of them streams": sum(s.stream for s in in_flight_on_victim),
+            "started after /ready turned 503": len(after),
+            "signal to last in-flight done s": f"{max((s.end for s in in_flight_on_victim), default=t_term) - t_term:.2f}",
+            "signal to exit s": f"{exited.get('at', float('nan')) - t_term:.1f}",
+            "exit code": exited.get("code"),
+        },
     )
     assert not result.failed, _describe(result.failed)
     assert in_flight_on_victim, "no request was in flight on the replica when it got SIGTERM"

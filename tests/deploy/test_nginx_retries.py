@@ -90,7 +90,9 @@ def _nginx(tmp_path: Path, upstreams: list[str]) -> Iterator[str]:
         envsubst,
         {
             "NGINX_LISTEN": f"127.0.0.1:{port}",
-            "NGINX_UPSTREAM_SERVERS": " ".join(f"server {u} max_fails=1 fail_timeout=10s;" for u in upstreams),
+            "NGINX_UPSTREAM_SERVERS": " ".join(
+                f"server {u} max_fails=1 fail_timeout=10s;" for u in upstreams
+            ),
             "INTERLEAVE_MAX_REQUEST_BYTES": str(ServerSettings.model_fields["max_request_bytes"].default),
         },
     )
@@ -140,7 +142,9 @@ def test_a_refused_connection_goes_to_the_next_replica(tmp_path: Path) -> None:
     with _stub("second", "ok") as second:
         with _nginx(tmp_path, [closed, f"127.0.0.1:{second.server_port}"]) as url:
             with httpx.Client(timeout=10) as client:
-                statuses = [client.post(url + "/v1/chat/completions", json={"k": i}).status_code for i in range(4)]
+                statuses = [
+                    client.post(url + "/v1/chat/completions", json={"k": i}).status_code for i in range(4)
+                ]
     assert statuses == [200] * 4 and len(second.received) == 4
 
 

@@ -78,7 +78,9 @@ def live_server(tmp_path_factory, tiny_checkpoint_path):
         "--drain-timeout-seconds", "10",
     )  # fmt: skip
     statuses: list[int] = []
-    env = clean_environment(INTERLEAVE_CACHE_DIR=str(tiny_checkpoint_path.parent))  # the default model, prebuilt
+    env = clean_environment(
+        INTERLEAVE_CACHE_DIR=str(tiny_checkpoint_path.parent)
+    )  # the default model, prebuilt
     try:
         running = start_server(
             cmd,
@@ -121,7 +123,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, tuple[str, bytes]] = {}
     """More paths a test serves: path -> (content type, body); see the `serve_media` fixture."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path in self.files:
             content_type, body = self.files[self.path]
             self.send_response(200)

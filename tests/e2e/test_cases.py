@@ -38,7 +38,9 @@ def still_serving(client: httpx.Client) -> None:
     assert r.json()["choices"][0]["message"]["role"] == "assistant"
 
 
-def bad(r: httpx.Response, *, status: int = 400, param: str | None = None, contains: tuple[str, ...] = ()) -> dict:
+def bad(
+    r: httpx.Response, *, status: int = 400, param: str | None = None, contains: tuple[str, ...] = ()
+) -> dict:
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -60,9 +62,7 @@ def video_part(url: str, **kw) -> dict:
 
 def visual_items(tokenizer, r: httpx.Response, text: str) -> int:
     """How many images/frames the engine saw for a [text, one visual part] request."""
-    rendered = (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{text}<image>\n<|im_end|>\n<|im_start|>assistant\n"
-    )
+    rendered = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{text}<image>\n<|im_end|>\n<|im_start|>assistant\n"
     ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     text_tokens = len(ids) - 1
     visual = r.json()["usage"]["prompt_tokens"] - text_tokens
@@ -112,7 +112,10 @@ def test_unusual_images_are_accepted_as_one_image(client, tokenizer, raw):
 
 
 def test_decompression_bomb_header_is_400(client):
-    err = bad(chat(client, [image_part(media.data_url(media.png_with_declared_size(50_000, 50_000)))]), param="messages[0].content[0]")
+    err = bad(
+        chat(client, [image_part(media.data_url(media.png_with_declared_size(50_000, 50_000)))]),
+        param="messages[0].content[0]",
+    )
     assert "pixel" in err["message"].lower()
     still_serving(client)
 
@@ -120,7 +123,11 @@ def test_decompression_bomb_header_is_400(client):
 def test_more_images_than_the_limit_is_400(client):
     settings_limit = 16  # the default --max-images-per-request
     parts = [image_part(media.png_url(8, 8))] * (settings_limit + 1)
-    bad(chat(client, parts), param=f"messages[0].content[{settings_limit}]", contains=(f"at most {settings_limit}",))
+    bad(
+        chat(client, parts),
+        param=f"messages[0].content[{settings_limit}]",
+        contains=(f"at most {settings_limit}",),
+    )
     still_serving(client)
 
 
@@ -134,11 +141,20 @@ def test_too_many_tokens_for_the_context_is_400_with_numbers(client):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1/secret.png", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png", "file:///etc/passwd"],
+    [
+        "http://127.0.0.1/secret.png",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x.png",
+        "file:///etc/passwd",
+    ],
 )
 def test_private_addresses_and_files_are_refused(client, url):
     err = bad(chat(client, [{"type": "text", "text": "x"}, image_part(url)]), param="messages[0].content[1]")
-    assert "not allowed" in err["message"].lower() or "refused" in err["message"].lower() or "allowed" in err["message"].lower()
+    assert (
+        "not allowed" in err["message"].lower()
+        or "refused" in err["message"].lower()
+        or "allowed" in err["message"].lower()
+    )
     still_serving(client)
 
 
@@ -177,7 +193,10 @@ def test_remote_404_and_timeout_name_the_url(client, media_http_server, tokenize
 def test_unreadable_videos_are_400(client, raw):
     data = raw()
     url = "data:video/mp4;base64," + base64.b64encode(data).decode()
-    bad(chat(client, [{"type": "text", "text": "x"}, video_part(url, num_frames=4)]), param="messages[0].content[1]")
+    bad(
+        chat(client, [{"type": "text", "text": "x"}, video_part(url, num_frames=4)]),
+        param="messages[0].content[1]",
+    )
     still_serving(client)
 
 
@@ -189,7 +208,9 @@ def test_corrupted_middle_packets_sample_the_frames_that_decode(client, tokenize
 
 
 def test_variable_frame_rate_clip_gives_requested_frames(client, tokenizer):
-    clip = media.encode_video(8, 4, pts=[0, 100, 150, 700, 800, 1500, 1600, 2000], time_base=Fraction(1, 1000))
+    clip = media.encode_video(
+        8, 4, pts=[0, 100, 150, 700, 800, 1500, 1600, 2000], time_base=Fraction(1, 1000)
+    )
     r = chat(client, [{"type": "text", "text": "Watch"}, video_part(media.video_url(clip), num_frames=4)])
     assert r.status_code == 200, r.text
     assert visual_items(tokenizer, r, "Watch") == 4
@@ -209,10 +230,16 @@ def test_short_clip_gives_the_frames_it_has(client, tokenizer):
     assert visual_items(tokenizer, r, "Watch") == 2
 
 
-@pytest.mark.parametrize(("frames", "param_suffix"), [(0, ".video_url.num_frames"), (-3, ".video_url.num_frames"), (33, ".video_url.num_frames")])
+@pytest.mark.parametrize(
+    ("frames", "param_suffix"),
+    [(0, ".video_url.num_frames"), (-3, ".video_url.num_frames"), (33, ".video_url.num_frames")],
+)
 def test_bad_num_frames_is_400(client, frames, param_suffix):
     url = media.video_url(media.encode_video(4, 4))
-    bad(chat(client, [{"type": "text", "text": "x"}, video_part(url, num_frames=frames)]), param="messages[0].content[1]" + param_suffix)
+    bad(
+        chat(client, [{"type": "text", "text": "x"}, video_part(url, num_frames=frames)]),
+        param="messages[0].content[1]" + param_suffix,
+    )
     still_serving(client)
 
 
@@ -246,7 +273,10 @@ def test_body_that_is_not_json_is_400(client):
     [
         ({}, "messages"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "x"}}]}]}, "messages[0].content[0]"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "x"}}]}]},
+            "messages[0].content[0]",
+        ),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}, "max_tokens"),
@@ -265,6 +295,7 @@ def test_body_over_the_limit_is_413_before_parsing(client):
     big = b'{"messages": "' + b"x" * (8 * 2**20 + 10) + b'"}'
     r = client.post(URL, content=big, headers={"content-type": "application/json"})
     bad(r, status=413)
+
     # streamed without Content-Length: counted while reading
     def gen():
         for _ in range(9):

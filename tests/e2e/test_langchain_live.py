@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytest
-from pydantic import BaseModel
-
 import langchain_openai
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from pydantic import BaseModel
 
 
 class Pet(BaseModel):
@@ -36,7 +35,9 @@ def _llm(live_server, model_name, **kw):
 @pytest.mark.parametrize("method", [None, "function_calling", "json_schema"])
 def test_with_structured_output(live_server, model_name, method):
     llm = _llm(live_server, model_name)
-    structured = llm.with_structured_output(Pet) if method is None else llm.with_structured_output(Pet, method=method)
+    structured = (
+        llm.with_structured_output(Pet) if method is None else llm.with_structured_output(Pet, method=method)
+    )
     for seed in (1, 2):
         pet = structured.bind(seed=seed).invoke("Describe a pet.")
         assert isinstance(pet, Pet)
@@ -48,7 +49,15 @@ def test_bind_tools_forced_tool_and_tool_result_turn(live_server, model_name):
     assert isinstance(reply, AIMessage)
     assert [c["name"] for c in reply.tool_calls] == ["GetWeather"]
     assert reply.tool_calls[0]["args"]["unit"] in ("C", "F")
-    follow = _llm(live_server, model_name).bind_tools([GetWeather]).invoke(
-        [HumanMessage("Weather in Paris?"), reply, ToolMessage("21 degrees", tool_call_id=reply.tool_calls[0]["id"])]
+    follow = (
+        _llm(live_server, model_name)
+        .bind_tools([GetWeather])
+        .invoke(
+            [
+                HumanMessage("Weather in Paris?"),
+                reply,
+                ToolMessage("21 degrees", tool_call_id=reply.tool_calls[0]["id"]),
+            ]
+        )
     )
     assert isinstance(follow, AIMessage)

@@ -67,10 +67,15 @@ def cache_counters(client) -> dict[str, float]:
 def ask(client, url: str, num_frames: int = 8) -> tuple[list[str], list[float], int]:
     """Greedy answer about the clip at `url`: tokens, their logprobs, prompt tokens."""
     body = {
-        "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What moves in this clip?"},
-            {"type": "video_url", "video_url": {"url": url, "num_frames": num_frames}},
-        ]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What moves in this clip?"},
+                    {"type": "video_url", "video_url": {"url": url, "num_frames": num_frames}},
+                ],
+            }
+        ],
         "max_tokens": MAX_TOKENS,
         "temperature": 0,
         "logprobs": True,

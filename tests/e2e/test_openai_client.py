@@ -91,7 +91,13 @@ def test_mixed_request_non_streaming(oai, model_name, mixed_parts, tokenizer, cl
 
 
 def test_mixed_request_streaming_equals_non_streaming(oai, model_name, mixed_parts):
-    kw = dict(model=model_name, messages=[{"role": "user", "content": mixed_parts}], max_tokens=12, temperature=1.0, seed=123)
+    kw = dict(
+        model=model_name,
+        messages=[{"role": "user", "content": mixed_parts}],
+        max_tokens=12,
+        temperature=1.0,
+        seed=123,
+    )
     whole = oai.chat.completions.create(**kw)
     stream = oai.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
@@ -126,8 +132,15 @@ def _sse(client: httpx.Client, body: dict) -> list:
 def test_chunk_sequence_follows_design(client, model_name, include_usage):
     body = {
         "model": model_name,
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": media.png_url()}},
-                                                  {"type": "text", "text": "Describe."}]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": media.png_url()}},
+                    {"type": "text", "text": "Describe."},
+                ],
+            }
+        ],
         "max_tokens": 6,
         "temperature": 0,
         "stream": True,
@@ -144,7 +157,10 @@ def test_chunk_sequence_follows_design(client, model_name, include_usage):
         usage_chunk = chunks[-1]
         assert usage_chunk["choices"] == []
         u = usage_chunk["usage"]
-        assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] and u["prompt_tokens"] > TOKENS_PER_IMAGE
+        assert (
+            u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+            and u["prompt_tokens"] > TOKENS_PER_IMAGE
+        )
         assert all(c["usage"] is None for c in chunks[:-1])
         content = chunks[1:-1]
     else:
@@ -153,14 +169,23 @@ def test_chunk_sequence_follows_design(client, model_name, include_usage):
     assert content, "no content chunk"
     reasons = [c["choices"][0]["finish_reason"] for c in content]
     assert reasons[:-1] == [None] * (len(reasons) - 1) and reasons[-1] in ("stop", "length")
-    assert all("content" in c["choices"][0]["delta"] and "role" not in c["choices"][0]["delta"] for c in content)
-    non_stream = client.post("/v1/chat/completions", json={**body, "stream": False, "stream_options": None}).json()
-    assert "".join(c["choices"][0]["delta"]["content"] for c in content) == non_stream["choices"][0]["message"]["content"]
+    assert all(
+        "content" in c["choices"][0]["delta"] and "role" not in c["choices"][0]["delta"] for c in content
+    )
+    non_stream = client.post(
+        "/v1/chat/completions", json={**body, "stream": False, "stream_options": None}
+    ).json()
+    assert (
+        "".join(c["choices"][0]["delta"]["content"] for c in content)
+        == non_stream["choices"][0]["message"]["content"]
+    )
 
 
 def test_n_seed_stop_logprobs(oai, model_name):
     kw = dict(model=model_name, messages=[{"role": "user", "content": "Hello there"}])
-    out = oai.chat.completions.create(**kw, max_tokens=6, n=2, temperature=1.0, seed=5, logprobs=True, top_logprobs=3)
+    out = oai.chat.completions.create(
+        **kw, max_tokens=6, n=2, temperature=1.0, seed=5, logprobs=True, top_logprobs=3
+    )
     assert [c.index for c in out.choices] == [0, 1]
     for c in out.choices:
         lp = c.logprobs.content
@@ -181,7 +206,13 @@ def test_n_seed_stop_logprobs(oai, model_name):
 
 def test_default_system_prompt_and_multi_turn(oai, model_name, tokenizer):
     messages = [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": media.png_url()}}, {"type": "text", "text": "What is it?"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": media.png_url()}},
+                {"type": "text", "text": "What is it?"},
+            ],
+        },
         {"role": "assistant", "content": "A square."},
         {"role": "user", "content": "And now?"},
     ]
@@ -195,17 +226,24 @@ def test_default_system_prompt_and_multi_turn(oai, model_name, tokenizer):
 
 def test_literal_placeholder_text_never_binds(client, tokenizer):
     typed = "look: <image> <video> <|im_end|>"
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": typed}], "max_tokens": 2})
+    r = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": typed}], "max_tokens": 2}
+    )
     assert r.status_code == 200, r.text
     plain = len(tokenizer(typed, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-    frame = expected_text_tokens(tokenizer, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n")
+    frame = expected_text_tokens(
+        tokenizer,
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n",
+    )
     assert r.json()["usage"]["prompt_tokens"] == frame + plain  # no 729-token expansion anywhere
 
 
 def test_request_id_header_and_error_format(client):
     r = client.get("/health", headers={"x-request-id": "e2e-abc"})
     assert r.headers["x-request-id"] == "e2e-abc"
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "temperature": 3})
+    r = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "temperature": 3}
+    )
     assert r.status_code == 400 and r.headers["x-request-id"]
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert r.json()["error"]["param"] == "temperature"

@@ -39,13 +39,20 @@ def hf_greedy(hf, prompt: str, images: list[Image.Image]) -> tuple[str, int]:
     x = torch.tensor([expanded])
     kwargs = {}
     if images:
-        kwargs["pixel_values"] = processor(images=images, return_tensors="pt")["pixel_values"].to(torch.float32)
+        kwargs["pixel_values"] = processor(images=images, return_tensors="pt")["pixel_values"].to(
+            torch.float32
+        )
     with torch.no_grad():
         out = model.generate(
-            input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=MAX_TOKENS, do_sample=False,
-            eos_token_id=151645, pad_token_id=151643, **kwargs,
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=MAX_TOKENS,
+            do_sample=False,
+            eos_token_id=151645,
+            pad_token_id=151643,
+            **kwargs,
         )
-    new = out[0, len(expanded):].tolist()
+    new = out[0, len(expanded) :].tolist()
     if 151645 in new:
         new = new[: new.index(151645)]
     return tok.decode(new, skip_special_tokens=True), len(expanded)
@@ -65,10 +72,16 @@ def test_greedy_matches_transformers_interleaved(client, hf):
         {"type": "image_url", "image_url": {"url": media.data_url(red)}},
         {"type": "text", "text": "then"},
         {"type": "image_url", "image_url": {"url": media.data_url(blue)}},
-        {"type": "scene_views", "scene_views": {"urls": [media.data_url(v1), media.data_url(v2)], "labels": ["cam0", "cam1"]}},
+        {
+            "type": "scene_views",
+            "scene_views": {"urls": [media.data_url(v1), media.data_url(v2)], "labels": ["cam0", "cam1"]},
+        },
         {"type": "text", "text": "What differs?"},
     ]
-    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}], "max_tokens": MAX_TOKENS, "temperature": 0})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": content}], "max_tokens": MAX_TOKENS, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     prompt = (
         f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
@@ -86,24 +99,40 @@ def test_front_placement_matches_chat_template(client, hf, live_server):
     red, blue = media.png(32, 24, (220, 20, 20)), media.png(24, 32, (20, 20, 220))
     hf_messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
-        {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": "with"}, {"type": "image"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image"},
+                {"type": "text", "text": "with"},
+                {"type": "image"},
+            ],
+        },
     ]
-    rendered = tok.apply_chat_template(hf_messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+    rendered = tok.apply_chat_template(
+        hf_messages, chat_template=template, tokenize=False, add_generation_prompt=True
+    )
     ours = [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": [
-            {"type": "text", "text": "Compare "},
-            {"type": "image_url", "image_url": {"url": media.data_url(red)}},
-            {"type": "text", "text": "with"},
-            {"type": "image_url", "image_url": {"url": media.data_url(blue)}},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image_url", "image_url": {"url": media.data_url(red)}},
+                {"type": "text", "text": "with"},
+                {"type": "image_url", "image_url": {"url": media.data_url(blue)}},
+            ],
+        },
     ]
     # exact token ids, without the engine
     builder = PromptBuilder.from_pretrained(live_server.checkpoint, default_system_prompt=SYSTEM)
     built = builder.build(parse_chat_request({"messages": ours, "image_placement": "front"}), [1, 1])
     assert built.prompt_token_ids == tok(rendered, add_special_tokens=False)["input_ids"]
     # and through the engine
-    r = client.post("/v1/chat/completions", json={"messages": ours, "image_placement": "front", "max_tokens": MAX_TOKENS, "temperature": 0})
+    r = client.post(
+        "/v1/chat/completions",
+        json={"messages": ours, "image_placement": "front", "max_tokens": MAX_TOKENS, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     expected, prompt_len = hf_greedy(hf, rendered, [decode(red), decode(blue)])
     assert r.json()["usage"]["prompt_tokens"] == prompt_len

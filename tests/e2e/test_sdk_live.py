@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python" / "tests"))
 
-from test_live import *  # noqa: E402,F401,F403  (tests and their module-scoped fixtures)
+from test_live import *  # noqa: F403  (tests and their module-scoped fixtures)
 
 
 @pytest.fixture(scope="module")

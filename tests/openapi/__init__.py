@@ -40,7 +40,7 @@ def _nullable(node: Any) -> Any:
     return node
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     root = {"$ref": f"#/components/schemas/{name}", "components": _nullable(copy.deepcopy(DOC["components"]))}
     return jsonschema.Draft202012Validator(root)
@@ -66,7 +66,7 @@ def validate(name: str, instance: Any) -> None:
 def validate_sse(body: str, *, completions: bool = False) -> list[dict[str, Any]]:
     """Validate every ``data:`` event of an SSE body (chunks, or error events) and the final
     ``[DONE]``; returns the decoded chunks (error events included)."""
-    events = [line[len("data: "):] for line in body.split("\n") if line.startswith("data: ")]
+    events = [line[len("data: ") :] for line in body.split("\n") if line.startswith("data: ")]
     assert events and events[-1] == "[DONE]", f"stream does not end with [DONE]: {body[-300:]}"
     out = []
     for raw in events[:-1]:

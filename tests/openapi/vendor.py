@@ -28,7 +28,7 @@ def _refs(node: object, out: set[str]) -> None:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith(PREFIX):
-            out.add(ref[len(PREFIX):])
+            out.add(ref[len(PREFIX) :])
         for v in node.values():
             _refs(v, out)
     elif isinstance(node, list):
@@ -56,7 +56,9 @@ def main(src: str, commit: str) -> None:
         "roots": ROOTS,
         "components": {"schemas": dict(sorted(keep.items()))},
     }
-    Path(__file__).with_name("openai_schemas.json").write_text(json.dumps(out, indent=1, sort_keys=False) + "\n")
+    Path(__file__).with_name("openai_schemas.json").write_text(
+        json.dumps(out, indent=1, sort_keys=False) + "\n"
+    )
     print(f"{len(keep)} schemas from {commit}")
 
 

@@ -40,13 +40,6 @@ NUMBERS: dict[str, object] = {}
 _CLUSTER: dict[str, object] = {}
 
 
-def pytest_configure(config):
-    # Ray 2.60's own pydantic models use deprecated Field arguments; a Serve deployment object that is
-    # garbage collected outside a replica has an async __del__ nobody awaits (Ray's wrapper too).
-    config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:ray\..*")
-    config.addinivalue_line("filterwarnings", "ignore:coroutine '.*__del__' was never awaited:RuntimeWarning")
-
-
 @pytest.fixture(scope="session")
 def numbers() -> dict[str, object]:
     return NUMBERS
@@ -62,7 +55,9 @@ def reference(tiny_checkpoint_path, tmp_path_factory):
     from harness.load import run_load
     from harness.servers import start_tiny_server
 
-    server = start_tiny_server(tmp_path_factory.mktemp("plain") / "server.log", tiny_checkpoint_path, max_model_len=MAX_MODEL_LEN)
+    server = start_tiny_server(
+        tmp_path_factory.mktemp("plain") / "server.log", tiny_checkpoint_path, max_model_len=MAX_MODEL_LEN
+    )
     try:
         NUMBERS["plain server start (s)"] = round(server.start_seconds, 1)
         outcomes = asyncio.run(run_load(server.base_url, mixed_bodies(), concurrency=1))

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-
 BIN = Path(sys.executable).parent
 """The venv's bin folder (ray, serve)."""
 
@@ -84,7 +83,9 @@ class RayCluster:
         apps = self.serve_details().get("applications") or {}
         return (apps.get(app) or {}).get("status", "NOT_STARTED")
 
-    def wait_running(self, app: str, deployment: str, n: int, timeout: float, *, exclude: set[str] = frozenset()) -> list[dict]:
+    def wait_running(
+        self, app: str, deployment: str, n: int, timeout: float, *, exclude: set[str] = frozenset()
+    ) -> list[dict]:
         """Wait until the app is RUNNING with ``n`` RUNNING replicas (none of them in ``exclude``).
 
         Raises:
@@ -100,7 +101,9 @@ class RayCluster:
                 if application.get("status") == "DEPLOY_FAILED":
                     raise RuntimeError(f"deploy failed: {application.get('message')}")
                 reps = ((application.get("deployments") or {}).get(deployment) or {}).get("replicas") or []
-                running = [r for r in reps if r.get("state") == "RUNNING" and r.get("replica_id") not in exclude]
+                running = [
+                    r for r in reps if r.get("state") == "RUNNING" and r.get("replica_id") not in exclude
+                ]
                 if application.get("status") == "RUNNING" and len(running) == n and len(reps) == n:
                     return running
             except httpx.HTTPError as exc:
@@ -216,7 +219,9 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def start_head(num_cpus: int, *, env: dict[str, str] | None = None, object_store_bytes: int = 200 * 2**20) -> RayCluster:
+def start_head(
+    num_cpus: int, *, env: dict[str, str] | None = None, object_store_bytes: int = 200 * 2**20
+) -> RayCluster:
     """``ray start --head`` on loopback (node address 127.0.0.2) with ``num_cpus`` logical CPUs and free ports.
 
     Raises:
@@ -224,36 +229,64 @@ def start_head(num_cpus: int, *, env: dict[str, str] | None = None, object_store
     """
     environ = dict(os.environ if env is None else env)
     environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    temp_dir = Path(
+        tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    )  # short: Ray's socket paths must fit 107 bytes
     ports = _free_ports(10 + 24)
     gcs_port, dash_port, serve_port = ports[:3]
-    named = dict(zip(
-        ["--object-manager-port", "--node-manager-port", "--dashboard-agent-listen-port",
-         "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
-         "--ray-client-server-port"],
-        ports[3:10],
-        strict=True,
-    ))
-    worker_ports = ",".join(str(p) for p in ports[10:])  # one per worker process (controller, proxy, replicas, ...)
+    named = dict(
+        zip(
+            [
+                "--object-manager-port",
+                "--node-manager-port",
+                "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port",
+                "--metrics-export-port",
+                "--ray-client-server-port",
+            ],
+            ports[3:10],
+            strict=True,
+        )
+    )
+    worker_ports = ",".join(
+        str(p) for p in ports[10:]
+    )  # one per worker process (controller, proxy, replicas, ...)
     cluster = RayCluster(
         gcs_address=f"{NODE_IP}:{gcs_port}",
         dashboard_url=f"http://127.0.0.1:{dash_port}",
         serve_port=serve_port,
         temp_dir=temp_dir,
-        env={**environ, "RAY_ADDRESS": f"{NODE_IP}:{gcs_port}", "RAY_DASHBOARD_ADDRESS": f"http://127.0.0.1:{dash_port}"},
+        env={
+            **environ,
+            "RAY_ADDRESS": f"{NODE_IP}:{gcs_port}",
+            "RAY_DASHBOARD_ADDRESS": f"http://127.0.0.1:{dash_port}",
+        },
     )
     args = [
-        "ray", "start", "--head",
-        "--node-ip-address", NODE_IP,
-        "--port", str(gcs_port),
-        "--num-cpus", str(num_cpus),
-        "--num-gpus", "0",
-        "--object-store-memory", str(object_store_bytes),
-        "--include-dashboard", "true",
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(dash_port),
-        "--worker-port-list", worker_ports,
-        "--temp-dir", str(temp_dir),
+        "ray",
+        "start",
+        "--head",
+        "--node-ip-address",
+        NODE_IP,
+        "--port",
+        str(gcs_port),
+        "--num-cpus",
+        str(num_cpus),
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(object_store_bytes),
+        "--include-dashboard",
+        "true",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash_port),
+        "--worker-port-list",
+        worker_ports,
+        "--temp-dir",
+        str(temp_dir),
         "--disable-usage-stats",
     ]
     for flag, port in named.items():
@@ -261,7 +294,9 @@ def start_head(num_cpus: int, *, env: dict[str, str] | None = None, object_store
     env_start = dict(cluster.env)
     env_start.pop("RAY_ADDRESS")  # ray start --head must not try to join a cluster
     t0 = time.perf_counter()
-    proc = subprocess.run([str(BIN / "ray"), *args[1:]], env=env_start, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "ray"), *args[1:]], env=env_start, capture_output=True, text=True, timeout=300
+    )
     cluster.log.append(f"$ {' '.join(args)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         cluster.stop()

@@ -31,22 +31,65 @@ K8S_VERSION = "1.30.0"
 
 # Field names of KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1): what a RayService may hold.
 RAYSERVICE_SPEC = {
-    "serveConfigV2", "rayClusterConfig", "serveService", "upgradeStrategy", "excludeHeadPodFromServeSvc",
-    "rayClusterDeletionDelaySeconds", "managedBy", "suspend",
+    "serveConfigV2",
+    "rayClusterConfig",
+    "serveService",
+    "upgradeStrategy",
+    "excludeHeadPodFromServeSvc",
+    "rayClusterDeletionDelaySeconds",
+    "managedBy",
+    "suspend",
 }
 RAYCLUSTER_SPEC = {
-    "rayVersion", "enableInTreeAutoscaling", "autoscalerOptions", "headGroupSpec", "workerGroupSpecs",
-    "headServiceAnnotations", "gcsFaultToleranceOptions", "authOptions", "networkPolicy", "managedBy",
-    "suspend", "tlsOptions", "upgradeStrategy",
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "headServiceAnnotations",
+    "gcsFaultToleranceOptions",
+    "authOptions",
+    "networkPolicy",
+    "managedBy",
+    "suspend",
+    "tlsOptions",
+    "upgradeStrategy",
 }
-HEAD_GROUP_SPEC = {"rayStartParams", "template", "serviceType", "headService", "enableIngress", "resources", "labels"}
+HEAD_GROUP_SPEC = {
+    "rayStartParams",
+    "template",
+    "serviceType",
+    "headService",
+    "enableIngress",
+    "resources",
+    "labels",
+}
 WORKER_GROUP_SPEC = {
-    "groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template", "scaleStrategy",
-    "numOfHosts", "idleTimeoutSeconds", "suspend", "resources", "labels", "priority",
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+    "numOfHosts",
+    "idleTimeoutSeconds",
+    "suspend",
+    "resources",
+    "labels",
+    "priority",
 }
 AUTOSCALER_OPTIONS = {
-    "idleTimeoutSeconds", "upscalingMode", "image", "imagePullPolicy", "resources", "env", "envFrom",
-    "securityContext", "volumeMounts", "version",
+    "idleTimeoutSeconds",
+    "upscalingMode",
+    "image",
+    "imagePullPolicy",
+    "resources",
+    "env",
+    "envFrom",
+    "securityContext",
+    "volumeMounts",
+    "version",
 }
 
 
@@ -66,7 +109,11 @@ def the_deployment(config: dict) -> dict:
 
 @pytest.mark.parametrize("source", ["serve_config.yaml", "rayservice serveConfigV2"])
 def test_serve_config_passes_rays_schema_and_our_settings(source):
-    config = load_config() if source == "serve_config.yaml" else yaml.safe_load(load_rayservice()["spec"]["serveConfigV2"])
+    config = (
+        load_config()
+        if source == "serve_config.yaml"
+        else yaml.safe_load(load_rayservice()["spec"]["serveConfigV2"])
+    )
     schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
     assert app.import_path == "server.ray_serve:app"
@@ -74,10 +121,17 @@ def test_serve_config_passes_rays_schema_and_our_settings(source):
     (dep,) = app.deployments
     assert dep.name == ray_serve.DEPLOYMENT_NAME
     auto = dep.autoscaling_config
-    assert auto["min_replicas"] <= auto["initial_replicas"] <= auto["max_replicas"] and auto["target_ongoing_requests"] > 0
+    assert (
+        auto["min_replicas"] <= auto["initial_replicas"] <= auto["max_replicas"]
+        and auto["target_ongoing_requests"] > 0
+    )
     # the application arguments and INTERLEAVE_* variables are valid interleave-serve settings
     settings = ray_serve.settings_from_args(app.args)
-    env = {k[len("INTERLEAVE_"):].lower(): v for k, v in app.runtime_env["env_vars"].items() if k.startswith("INTERLEAVE_")}
+    env = {
+        k[len("INTERLEAVE_") :].lower(): v
+        for k, v in app.runtime_env["env_vars"].items()
+        if k.startswith("INTERLEAVE_")
+    }
     assert set(env) <= set(ServerSettings.model_fields), env
     ServerSettings(**env)
     # Ray routes at most what a replica admits (more would get the replica's 503 instead of waiting)
@@ -92,7 +146,11 @@ def test_serve_config_passes_rays_schema_and_our_settings(source):
 def test_resources_agree_with_the_settings(source):
     """The file's resources are what server.ray_serve derives from its settings: a tensor-parallel
     replica's GPUs in a PACK placement group, bundle 0 = the replica's CPUs + the first GPU."""
-    config = load_config() if source == "serve_config.yaml" else yaml.safe_load(load_rayservice()["spec"]["serveConfigV2"])
+    config = (
+        load_config()
+        if source == "serve_config.yaml"
+        else yaml.safe_load(load_rayservice()["spec"]["serveConfigV2"])
+    )
     app = config["applications"][0]
     dep = the_deployment(config)
     settings = ray_serve.settings_from_args(app["args"])
@@ -100,7 +158,10 @@ def test_resources_agree_with_the_settings(source):
     assert dep["ray_actor_options"] == derived["ray_actor_options"]
     assert dep["placement_group_bundles"] == derived["placement_group_bundles"]
     assert dep["placement_group_strategy"] == derived["placement_group_strategy"]
-    assert sum(b.get("GPU", 0) for b in dep["placement_group_bundles"]) == settings.tensor_parallel_size * settings.pipeline_parallel_size
+    assert (
+        sum(b.get("GPU", 0) for b in dep["placement_group_bundles"])
+        == settings.tensor_parallel_size * settings.pipeline_parallel_size
+    )
 
 
 def test_rayservice_embeds_the_serve_config():
@@ -143,9 +204,18 @@ def test_rayservice_structure():
 @pytest.mark.parametrize("group", ["head", "worker"])
 def test_rayservice_pod_templates_pass_the_kubernetes_schema(group):
     cluster = load_rayservice()["spec"]["rayClusterConfig"]
-    templates = [cluster["headGroupSpec"]["template"]] if group == "head" else [g["template"] for g in cluster["workerGroupSpecs"]]
+    templates = (
+        [cluster["headGroupSpec"]["template"]]
+        if group == "head"
+        else [g["template"] for g in cluster["workerGroupSpecs"]]
+    )
     for template in templates:
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": template,
+        }
         kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
 
 
@@ -156,14 +226,19 @@ def test_the_builder_validates_arguments():
         ray_serve.settings_from_args({"port": 9000})
     with pytest.raises(ValidationError):
         ray_serve.settings_from_args({"max_model_len": "many"})
-    assert ray_serve.settings_from_args({"max_model_len": "4096", "enforce_eager": "true"}).max_model_len == 4096
+    assert (
+        ray_serve.settings_from_args({"max_model_len": "4096", "enforce_eager": "true"}).max_model_len == 4096
+    )
 
 
 def test_deployment_options():
     from server.settings import ServerSettings as S
 
     one = ray_serve.deployment_options(S(), gpus=True)
-    assert one["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0} and "placement_group_bundles" not in one
+    assert (
+        one["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+        and "placement_group_bundles" not in one
+    )
     cpu = ray_serve.deployment_options(S(), gpus=False)
     assert cpu["ray_actor_options"]["num_gpus"] == 0.0
     # tensor parallel on one node with vLLM's multiprocessing executor: the replica holds all GPUs
@@ -171,7 +246,9 @@ def test_deployment_options():
     assert mp["ray_actor_options"]["num_gpus"] == 4.0 and "placement_group_bundles" not in mp
     # tensor x pipeline parallel on vLLM's Ray executor: one bundle per GPU, the replica in bundle 0
     tp = ray_serve.deployment_options(
-        S(tensor_parallel_size=2, pipeline_parallel_size=2, distributed_executor_backend="ray"), gpus=True, num_cpus=4
+        S(tensor_parallel_size=2, pipeline_parallel_size=2, distributed_executor_backend="ray"),
+        gpus=True,
+        num_cpus=4,
     )
     assert tp["placement_group_bundles"] == [{"CPU": 4, "GPU": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}, {"GPU": 1.0}]
     assert tp["ray_actor_options"] == {"num_cpus": 4, "num_gpus": 0}

@@ -101,7 +101,13 @@ async def test_replica_header_and_a_single_request_id():
     sent: list[dict] = []
 
     async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-request-id", b"abc"), (b"a", b"1")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-request-id", b"abc"), (b"a", b"1")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def send(message):

@@ -56,7 +56,11 @@ def test_mixed_load_on_two_replicas_matches_the_plain_server(cluster, deployed, 
     assert not failed, f"failed through Ray Serve: {failed}"
 
     per_kind = len(mixed_bodies())
-    wrong = [(o.index, o.text, reference[o.index % per_kind]) for o in outcomes if o.text != reference[o.index % per_kind]]
+    wrong = [
+        (o.index, o.text, reference[o.index % per_kind])
+        for o in outcomes
+        if o.text != reference[o.index % per_kind]
+    ]
     assert not wrong, f"answers differ from the plain interleave-serve (index, ray, plain): {wrong}"
 
     served_by = {}
@@ -139,7 +143,9 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
 
     # Ray replaces the replica: back to 2 RUNNING replicas, the victim's id gone
     t0 = time.perf_counter()
-    replicas = cluster.wait_running(APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]})
+    replicas = cluster.wait_running(
+        APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]}
+    )
     replaced_s = time.perf_counter() - t0
     new_ids = {r["replica_id"] for r in replicas} - survivor_ids
     assert len(new_ids) == 1, replicas
@@ -177,7 +183,9 @@ def test_a_dead_engine_fails_the_health_check_and_the_replica_is_replaced(cluste
     t0 = time.perf_counter()
     engines[0].kill()
     others = {r["replica_id"] for r in replicas[1:]}
-    after = cluster.wait_running(APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]})
+    after = cluster.wait_running(
+        APP, DEPLOYMENT, NUM_REPLICAS, DEPLOY_TIMEOUT_S, exclude={victim["replica_id"]}
+    )
     numbers["engine core killed -> its replica replaced, 2 RUNNING (s)"] = round(time.perf_counter() - t0, 1)
     assert others <= {r["replica_id"] for r in after}
     with httpx.Client(base_url=cluster.serve_url, timeout=120) as client:
@@ -198,7 +206,11 @@ def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path)
         root = psutil.Process(pid)
         trees += [root, *root.children(recursive=True)]
     empty = tmp_path / "no_apps.yaml"
-    empty.write_text(yaml.safe_dump({"http_options": {"host": "127.0.0.1", "port": cluster.serve_port}, "applications": []}))
+    empty.write_text(
+        yaml.safe_dump(
+            {"http_options": {"host": "127.0.0.1", "port": cluster.serve_port}, "applications": []}
+        )
+    )
     removed_at: list[float] = []
     statuses: set[str] = set()
 
@@ -242,9 +254,18 @@ def test_serve_run_of_the_import_path(cluster, deployed, reference, tiny_checkpo
     args = [f"model={tiny_checkpoint_path}", *(f"{k}={v}" for k, v in TINY_ARGS.items())]
     t0 = time.perf_counter()
     cluster.cli(
-        "serve", "run", "--non-blocking", "--name", RUN_APP, "--route-prefix", "/",
-        "--runtime-env-json", json.dumps({"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
-        "server.ray_serve:app", *args, timeout=DEPLOY_TIMEOUT_S,
+        "serve",
+        "run",
+        "--non-blocking",
+        "--name",
+        RUN_APP,
+        "--route-prefix",
+        "/",
+        "--runtime-env-json",
+        json.dumps({"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}),
+        "server.ray_serve:app",
+        *args,
+        timeout=DEPLOY_TIMEOUT_S,
     )
     (replica,) = cluster.wait_running(RUN_APP, DEPLOYMENT, 1, DEPLOY_TIMEOUT_S)
     numbers["serve run server.ray_serve:app -> 1 replica RUNNING (s)"] = round(time.perf_counter() - t0, 1)

@@ -29,10 +29,14 @@ def reliability_server(tmp_path_factory, tiny_checkpoint_path) -> RunningServer:
     server = start_tiny_server(
         tmp_path_factory.mktemp("reliability-server") / "server.log",
         tiny_checkpoint_path,
-        "--max-concurrent-requests", str(MAX_CONCURRENT_REQUESTS),
-        "--max-images-in-flight", str(MAX_IMAGES_IN_FLIGHT),
-        "--default-max-tokens", "8",
-        "--drain-timeout-seconds", "10",
+        "--max-concurrent-requests",
+        str(MAX_CONCURRENT_REQUESTS),
+        "--max-images-in-flight",
+        str(MAX_IMAGES_IN_FLIGHT),
+        "--default-max-tokens",
+        "8",
+        "--drain-timeout-seconds",
+        "10",
         max_model_len=MAX_MODEL_LEN,
     )
     yield server

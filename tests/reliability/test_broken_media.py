@@ -35,8 +35,13 @@ REQUEST_TIMEOUT_SECONDS = 120.0  # a hang, not a slow answer (2 busy shared core
 NUM_FRAMES = 2
 
 _MIME = {
-    "png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
-    "mp4-faststart": "video/mp4", "mp4-moov-last": "video/mp4", "mkv": "video/x-matroska",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "mp4-faststart": "video/mp4",
+    "mp4-moov-last": "video/mp4",
+    "mkv": "video/x-matroska",
     "webm": "video/webm",
 }
 
@@ -63,7 +68,10 @@ def _part(kind: str, k: int, broken: bytes) -> tuple[dict, str]:
     """The content part carrying `broken`, and the param a 400 must name."""
     url = data_url(broken, _MIME[kind])
     if kind in mutate.VIDEO_KINDS:
-        return {"type": "video_url", "video_url": {"url": url, "num_frames": NUM_FRAMES}}, "messages[0].content[1]"
+        return {
+            "type": "video_url",
+            "video_url": {"url": url, "num_frames": NUM_FRAMES},
+        }, "messages[0].content[1]"
     if k % 2 == 0:
         return {"type": "image_url", "image_url": {"url": url}}, "messages[0].content[1]"
     views = {"urls": [data_url(png(16, 16)), url]}
@@ -92,9 +100,16 @@ async def _send_corpus(base_url: str, corpus) -> list[dict]:
                     r = await client.post("/v1/chat/completions", json=_body(part))
                 except httpx.TimeoutException:
                     return {"kind": kind, "k": k, "status": None, "error": "timeout", "param": param}
-                out = {"kind": kind, "k": k, "status": r.status_code, "param": param,
-                       "seconds": time.monotonic() - t0}
-                out["json"] = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+                out = {
+                    "kind": kind,
+                    "k": k,
+                    "status": r.status_code,
+                    "param": param,
+                    "seconds": time.monotonic() - t0,
+                }
+                out["json"] = (
+                    r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+                )
                 return out
 
         return await asyncio.gather(*(one(*item) for item in corpus))
@@ -136,5 +151,7 @@ def test_broken_media_corpus_gives_no_5xx_and_no_hang(reliability_server):
     for r in results:
         by_kind[r["kind"]][r["status"]] += 1
     slowest = max(r["seconds"] for r in results)
-    print(f"broken-media corpus: {len(results)} files, slowest answer {slowest:.1f} s,",
-          {kind: dict(c) for kind, c in by_kind.items()})
+    print(
+        f"broken-media corpus: {len(results)} files, slowest answer {slowest:.1f} s,",
+        {kind: dict(c) for kind, c in by_kind.items()},
+    )

@@ -70,7 +70,9 @@ def test_killed_engine_ends_the_process(tmp_path, tiny_checkpoint_path):
         statuses = []
         with httpx.Client(timeout=2) as client:
             try:
-                r = client.post(server.v1 + "/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+                r = client.post(
+                    server.v1 + "/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
+                )
                 statuses.append(r.status_code)
                 if r.status_code == 503:
                     assert r.json()["error"]["code"] == "engine_dead", r.text

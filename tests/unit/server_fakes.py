@@ -42,7 +42,9 @@ class ByteTokenizer:
     """One token per UTF-8 byte (id = byte + 10); with ``split_special_tokens=False`` the ChatML
     specials and ``<image>`` are recognized, as a real tokenizer does."""
 
-    def encode(self, text: str, add_special_tokens: bool = False, split_special_tokens: bool = False) -> list[int]:
+    def encode(
+        self, text: str, add_special_tokens: bool = False, split_special_tokens: bool = False
+    ) -> list[int]:
         if split_special_tokens:
             return [b + 10 for b in text.encode()]
         ids: list[int] = []
@@ -121,8 +123,13 @@ class FakeEngine:
         media_uuids: Sequence[str | None] | None = None,
     ) -> AsyncIterator[EngineStep]:
         self.calls.append(
-            {"request_id": request_id, "prompt_token_ids": list(prompt_token_ids), "images": list(images),
-             "options": options, "media_uuids": None if media_uuids is None else list(media_uuids)}
+            {
+                "request_id": request_id,
+                "prompt_token_ids": list(prompt_token_ids),
+                "images": list(images),
+                "options": options,
+                "media_uuids": None if media_uuids is None else list(media_uuids),
+            }
         )
         if self.reject_with:
             raise EngineRequestError(self.reject_with)
@@ -165,7 +172,9 @@ class FakeEngine:
                     if options.logprobs is not None:
                         top = tuple((f"alt{j}", -1.0 - j) for j in range(options.logprobs))
                         lp = (TokenLogprobInfo(token=w, logprob=-0.5, top=top),)
-                    deltas.append(CompletionDelta(index=i, text=text, num_tokens=1, logprobs=lp, finish_reason=finish))
+                    deltas.append(
+                        CompletionDelta(index=i, text=text, num_tokens=1, logprobs=lp, finish_reason=finish)
+                    )
                     if finish:
                         done[i] = True
                 step += 1
@@ -240,7 +249,13 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_app(settings: ServerSettings | None = None, engine: FakeEngine | None = None, *, wait_ready: bool = True, loader=None):
+async def running_app(
+    settings: ServerSettings | None = None,
+    engine: FakeEngine | None = None,
+    *,
+    wait_ready: bool = True,
+    loader=None,
+):
     """Start the real app (lifespan included) on fakes; yield a :class:`Harness` with an httpx client."""
     settings = settings or ServerSettings()
     engine = engine or FakeEngine()

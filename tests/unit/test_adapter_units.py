@@ -64,11 +64,17 @@ def test_missing_weight_error_names_the_first_gap():
     expected = expected_checkpoint_keys(params)
     assert "language_model.model.layers.0.self_attn.k_proj.weight" in expected
     check_complete(expected, params)
-    with pytest.raises(MissingWeightsError, match=r"'language_model.model.layers.0.mlp.up_proj.weight' \(and 1 more\)"):
-        check_complete(expected - {
-            "language_model.model.layers.0.mlp.up_proj.weight",
-            "language_model.model.layers.0.self_attn.v_proj.weight",
-        }, params)
+    with pytest.raises(
+        MissingWeightsError, match=r"'language_model.model.layers.0.mlp.up_proj.weight' \(and 1 more\)"
+    ):
+        check_complete(
+            expected
+            - {
+                "language_model.model.layers.0.mlp.up_proj.weight",
+                "language_model.model.layers.0.self_attn.v_proj.weight",
+            },
+            params,
+        )
 
 
 def test_config_has_the_published_fields():
@@ -85,9 +91,7 @@ def test_config_has_the_published_fields():
 
 def _digest(directory: Path) -> dict[str, str]:
     return {
-        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(directory.iterdir())
-        if f.is_file()
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(directory.iterdir()) if f.is_file()
     }
 
 
@@ -106,7 +110,10 @@ def test_tokenizer_has_the_real_special_ids(built):
 
     tok = AutoTokenizer.from_pretrained(built)
     assert tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]) == [
-        151643, 151644, 151645, 151646,
+        151643,
+        151644,
+        151645,
+        151646,
     ]
     assert tok.eos_token_id == 151645
     assert len(tok) == 152000
@@ -115,8 +122,14 @@ def test_tokenizer_has_the_real_special_ids(built):
     # a typed placeholder is plain text when special tokens are split
     assert 151646 not in tok.encode("<image>", split_special_tokens=True)
     files = {f.name for f in built.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
-            "processor_config.json", "chat_template.json"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "processor_config.json",
+        "chat_template.json",
+    } <= files
     assert json.loads((built / "processor_config.json").read_text())["patch_size"] == 14
 
 
@@ -127,12 +140,17 @@ def _render(template: str, messages) -> str:
 
 def test_shipped_template_renders_parts_in_place():
     template = Path(model_adapter.chat_template_path()).read_text()
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": "A"},
-        {"type": "image_url", "image_url": {"url": "x"}},
-        {"type": "video"},
-        {"type": "text", "text": "B"},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "A"},
+                {"type": "image_url", "image_url": {"url": "x"}},
+                {"type": "video"},
+                {"type": "text", "text": "B"},
+            ],
+        }
+    ]
     assert _render(template, messages) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\nA<image>\n<video>\nB<|im_end|>\n<|im_start|>assistant\n"
@@ -140,9 +158,17 @@ def test_shipped_template_renders_parts_in_place():
 
 
 def test_published_template_puts_images_first_and_drops_videos():
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": "A"}, {"type": "image"}, {"type": "video"}, {"type": "text", "text": "B"},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "A"},
+                {"type": "image"},
+                {"type": "video"},
+                {"type": "text", "text": "B"},
+            ],
+        }
+    ]
     assert _render(checkpoint.HF_CHAT_TEMPLATE, messages) == (
         "<|im_start|>user\n<image>\nAB<|im_end|>\n<|im_start|>assistant\n"
     )

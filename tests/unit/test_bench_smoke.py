@@ -18,9 +18,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_video_bench_quick_runs(tmp_path):
-    proc = run(
-        ["bench/video.py", "--quick", "--preset", "ultrafast", "--cache-dir", str(tmp_path)]
-    )
+    proc = run(["bench/video.py", "--quick", "--preset", "ultrafast", "--cache-dir", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ours s" in proc.stdout and "opencv s" in proc.stdout
     assert "10s-480p-gop250" in proc.stdout and "10s-480p-gop12" in proc.stdout

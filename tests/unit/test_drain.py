@@ -71,11 +71,15 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
         while ready.status_code != 503 and time.monotonic() < deadline:
             ready = httpx.get(base + "/ready", timeout=2)
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
-        refused = httpx.post(base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=5)
+        refused = httpx.post(
+            base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=5
+        )
         assert refused.status_code == 503 and refused.json()["error"]["type"] == "service_unavailable"
         t.join(30)
         assert events[-1] == "[DONE]"
-        finishes = [json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1] if json.loads(e)["choices"]]
+        finishes = [
+            json.loads(e)["choices"][0]["finish_reason"] for e in events[:-1] if json.loads(e)["choices"]
+        ]
         assert finishes[-1] == "length"  # the in-flight request ran to its end
         assert server.process.wait(timeout=30) == 0  # a drained shutdown exits 0, not by the signal
         assert "Traceback" not in server.log_text()
@@ -83,8 +87,17 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
         server.stop(timeout=5)
 
 
-@pytest.mark.parametrize("module", ["server.app", "server.cli", "server.routes", "server.chat", "server.prompt"])
+@pytest.mark.parametrize(
+    "module", ["server.app", "server.cli", "server.routes", "server.chat", "server.prompt"]
+)
 def test_server_modules_do_not_import_vllm(module):
     code = f"import sys, {module}; bad = [m for m in sys.modules if m == 'vllm' or m.startswith('vllm.')]; print(bad); sys.exit(1 if bad else 0)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={**os.environ}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

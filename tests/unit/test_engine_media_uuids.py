@@ -22,7 +22,9 @@ class RecordingLLM:
     async def generate(self, prompt, params, request_id, **kwargs):
         self.prompts.append(dict(prompt))
         choice = SimpleNamespace(index=0, text="ok", token_ids=[1], finish_reason="stop", logprobs=None)
-        yield SimpleNamespace(prompt_token_ids=list(prompt["prompt_token_ids"]), outputs=[choice], finished=True)
+        yield SimpleNamespace(
+            prompt_token_ids=list(prompt["prompt_token_ids"]), outputs=[choice], finished=True
+        )
 
 
 def run(media_uuids):
@@ -31,8 +33,12 @@ def run(media_uuids):
     images = [Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4), (9, 9, 9))]
 
     async def go():
-        return [s async for s in engine.generate("r1", [1, 7, 7, 2], images, SamplingOptions(max_tokens=1),
-                                                 media_uuids=media_uuids)]
+        return [
+            s
+            async for s in engine.generate(
+                "r1", [1, 7, 7, 2], images, SamplingOptions(max_tokens=1), media_uuids=media_uuids
+            )
+        ]
 
     steps = asyncio.run(go())
     assert steps[-1].finished

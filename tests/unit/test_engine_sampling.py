@@ -13,16 +13,27 @@ from server.settings import ServerSettings
 
 
 def _params(**kw):
-    return VLLMEngine(llm=None, model_path=Path("/x"), served_model_name="m", max_model_len=100)._sampling_params(
-        SamplingOptions(max_tokens=8, **kw)
-    )
+    return VLLMEngine(
+        llm=None, model_path=Path("/x"), served_model_name="m", max_model_len=100
+    )._sampling_params(SamplingOptions(max_tokens=8, **kw))
 
 
 def test_vllm_extras_map_one_to_one():
     p = _params(
-        top_k=5, min_p=0.2, repetition_penalty=1.3, min_tokens=2, ignore_eos=True, stop_token_ids=(7, 9),
-        include_stop_str_in_output=True, skip_special_tokens=False, spaces_between_special_tokens=False,
-        logit_bias=((11, 3.0),), allowed_token_ids=(1, 2, 11), bad_words=("foo",), prompt_logprobs=2, logprobs=3,
+        top_k=5,
+        min_p=0.2,
+        repetition_penalty=1.3,
+        min_tokens=2,
+        ignore_eos=True,
+        stop_token_ids=(7, 9),
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,
+        logit_bias=((11, 3.0),),
+        allowed_token_ids=(1, 2, 11),
+        bad_words=("foo",),
+        prompt_logprobs=2,
+        logprobs=3,
     )
     assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens, p.ignore_eos) == (5, 0.2, 1.3, 2, True)
     assert p.stop_token_ids == [7, 9] and p.include_stop_str_in_output
@@ -66,8 +77,11 @@ def test_scheduling_policy_flag_reaches_engine_args():
 def test_disable_additional_properties_closes_every_declared_object():
     from server.sampling import closed_objects
 
-    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}},
-              "$defs": {"x": {"type": "object", "properties": {}, "additionalProperties": True}}}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}},
+        "$defs": {"x": {"type": "object", "properties": {}, "additionalProperties": True}},
+    }
     closed = closed_objects(schema)
     assert closed["additionalProperties"] is False
     assert closed["properties"]["a"]["additionalProperties"] is False

@@ -48,7 +48,10 @@ def test_port_in_use(tmp_path):
     [
         (lambda d: d / "missing", "no such file or folder"),
         (lambda d: d, "no config.json"),
-        (lambda d: _config(d, {"model_type": "bert", "architectures": ["BertModel"]}), "not a LLaVA-Interleave checkpoint"),
+        (
+            lambda d: _config(d, {"model_type": "bert", "architectures": ["BertModel"]}),
+            "not a LLaVA-Interleave checkpoint",
+        ),
         (lambda d: _config(d, "{not json"), "config.json cannot be read"),
     ],
     ids=["missing", "no-config", "not-llava", "bad-json"],

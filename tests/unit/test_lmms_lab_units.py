@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from model_adapter import checkpoint, geometry, lmms_lab
 from model_adapter.weights import (
+    MissingWeightsError,
     canonical_key,
     check_complete,
     is_unused_tensor,
-    MissingWeightsError,
     to_lmms_lab,
 )
 
@@ -55,11 +55,28 @@ PUBLISHED_0_5B = {
 def test_published_config_translates_to_the_llava_hf_conversion():
     out = lmms_lab.translate_config(PUBLISHED_0_5B)
     hf = checkpoint.build_config("0.5b")
-    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "vocab_size", "rms_norm_eps", "rope_theta", "tie_word_embeddings"):
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "rms_norm_eps",
+        "rope_theta",
+        "tie_word_embeddings",
+    ):
         assert out["text_config"][key] == hf["text_config"][key], key
-    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "image_size", "patch_size", "hidden_act", "layer_norm_eps"):
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+        "hidden_act",
+        "layer_norm_eps",
+    ):
         assert out["vision_config"][key] == hf["vision_config"][key], key
     assert out["vision_config"]["num_hidden_layers"] == 26 and out["vision_tower_num_layers"] == 27
     assert (out["vision_feature_layer"], out["vision_feature_select_strategy"]) == (-1, "full")
@@ -72,7 +89,10 @@ def test_published_config_translates_to_the_llava_hf_conversion():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"mm_vision_tower": "openai/clip-vit-large-patch14-336"}, "unknown vision tower 'openai/clip-vit-large-patch14-336'"),
+        (
+            {"mm_vision_tower": "openai/clip-vit-large-patch14-336"},
+            "unknown vision tower 'openai/clip-vit-large-patch14-336'",
+        ),
         ({"mm_vision_select_layer": -1}, "mm_vision_select_layer -1"),
         ({"mm_projector_type": "linear"}, "mm_projector_type 'linear'"),
         ({"mm_hidden_size": 1024}, "mm_hidden_size 1024"),
@@ -112,12 +132,9 @@ def test_autoconfig_reads_an_lmms_lab_folder_as_a_llava_config(tmp_path):
 
 
 LMMS_KEYS = {
-    "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight":
-        "vision_tower.vision_model.embeddings.patch_embedding.weight",
-    "model.vision_tower.vision_tower.vision_model.encoder.layers.25.self_attn.q_proj.weight":
-        "vision_tower.vision_model.encoder.layers.25.self_attn.q_proj.weight",
-    "model.vision_tower.vision_tower.vision_model.post_layernorm.bias":
-        "vision_tower.vision_model.post_layernorm.bias",
+    "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight": "vision_tower.vision_model.embeddings.patch_embedding.weight",
+    "model.vision_tower.vision_tower.vision_model.encoder.layers.25.self_attn.q_proj.weight": "vision_tower.vision_model.encoder.layers.25.self_attn.q_proj.weight",
+    "model.vision_tower.vision_tower.vision_model.post_layernorm.bias": "vision_tower.vision_model.post_layernorm.bias",
     "model.mm_projector.0.weight": "multi_modal_projector.linear_1.weight",
     "model.mm_projector.2.bias": "multi_modal_projector.linear_2.bias",
     "model.embed_tokens.weight": "language_model.model.embed_tokens.weight",
@@ -146,7 +163,9 @@ def test_only_the_27th_siglip_layer_and_image_newline_are_skipped():
 
 
 def test_missing_tensor_is_named_in_the_checkpoints_own_layout():
-    with pytest.raises(MissingWeightsError, match=r"missing tensor 'model\.layers\.1\.mlp\.down_proj\.weight'"):
+    with pytest.raises(
+        MissingWeightsError, match=r"missing tensor 'model\.layers\.1\.mlp\.down_proj\.weight'"
+    ):
         check_complete(set(), ["language_model.model.layers.1.mlp.down_proj.weight"], to_lmms_lab)
 
 
@@ -173,7 +192,9 @@ def test_builder_writes_the_same_weights_in_the_lmms_lab_layout(both_layouts):
     assert not (lmms_dir / "chat_template.json").exists()
     assert not (lmms_dir / "preprocessor_config.json").exists()
     config = json.loads((lmms_dir / "config.json").read_text())
-    assert config["model_type"] == "llava_qwen" and config["mm_vision_tower"] == geometry.TINY_SIGLIP_PATCH14_384
+    assert (
+        config["model_type"] == "llava_qwen" and config["mm_vision_tower"] == geometry.TINY_SIGLIP_PATCH14_384
+    )
     translated = lmms_lab.translate_config(config)
     hf_config = json.loads((hf_dir / "config.json").read_text())
     for key, value in hf_config["vision_config"].items():
@@ -199,16 +220,33 @@ def test_prompt_builder_on_both_layouts(both_layouts):
     from server.schemas import ChatCompletionRequest
 
     hf = PromptBuilder.from_pretrained(both_layouts[0], default_system_prompt="You are a helpful assistant.")
-    lmms = PromptBuilder.from_pretrained(both_layouts[1], default_system_prompt="You are a helpful assistant.")
+    lmms = PromptBuilder.from_pretrained(
+        both_layouts[1], default_system_prompt="You are a helpful assistant."
+    )
     assert (hf.image_token_id, lmms.image_token_id) == (151646, 151999)
     assert lmms.tokens_per_image == hf.tokens_per_image == 729
     url = "data:image/png;base64,AAAA"
-    request = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Compare <image> (typed) with"},
-        {"type": "image_url", "image_url": {"url": url}},
-        {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA", "num_frames": 3}},
-        {"type": "scene_views", "scene_views": {"urls": [url, url], "labels": ["front", "back"]}},
-    ]}]})
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Compare <image> (typed) with"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {
+                            "type": "video_url",
+                            "video_url": {"url": "data:video/mp4;base64,AAAA", "num_frames": 3},
+                        },
+                        {
+                            "type": "scene_views",
+                            "scene_views": {"urls": [url, url], "labels": ["front", "back"]},
+                        },
+                    ],
+                }
+            ]
+        }
+    )
     a, b = hf.build(request, [1, 3, 2]), lmms.build(request, [1, 3, 2])
     assert a.prompt_tokens == b.prompt_tokens and b.num_images == 6
     assert [151646 if t == 151999 else t for t in b.prompt_token_ids] == a.prompt_token_ids

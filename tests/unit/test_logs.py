@@ -61,7 +61,11 @@ def test_lines_logged_inside_a_request_name_it():
         rec = record()
     finally:
         REQUEST_ID.reset(token)
-    assert TextFormatter().format(rec).endswith("server.chat [request abc123]: client disconnected: aborting chatcmpl-1")
+    assert (
+        TextFormatter()
+        .format(rec)
+        .endswith("server.chat [request abc123]: client disconnected: aborting chatcmpl-1")
+    )
     entry = json.loads(JsonFormatter().format(rec))
     assert entry["request_id"] == "abc123" and entry["level"] == "INFO" and entry["logger"] == "server.chat"
     assert entry["message"] == "client disconnected: aborting chatcmpl-1"
@@ -85,7 +89,9 @@ async def test_a_progress_line_while_the_engine_loads(caplog, monkeypatch):
         return FakeEngine(), make_builder()
 
     def progress_lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("still loading the engine (")]
+        return [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("still loading the engine (")
+        ]
 
     try:
         async with running_app(loader=slow_loader, wait_ready=False) as h:
@@ -94,7 +100,9 @@ async def test_a_progress_line_while_the_engine_loads(caplog, monkeypatch):
                 await asyncio.sleep(0.01)
             assert len(progress_lines()) >= 2
             release.set()
-            while (await h.client.get("/ready")).status_code != 200 and asyncio.get_running_loop().time() < deadline:
+            while (
+                await h.client.get("/ready")
+            ).status_code != 200 and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
             seen = len(progress_lines())
             assert (await h.client.get("/ready")).status_code == 200

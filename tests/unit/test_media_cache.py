@@ -193,4 +193,8 @@ def test_metrics_follow_hits_misses_evictions_and_bytes():
     assert sample(metrics, "interleave_media_cache_hits_total", kind="video") == 1
     assert sample(metrics, "interleave_media_cache_evictions_total", kind="image") == 1  # "a" was LRU
     assert sample(metrics, "interleave_media_cache_entries") == 2
-    assert sample(metrics, "interleave_media_cache_bytes") == cache.stats().bytes == 2 * (item + ENTRY_OVERHEAD_BYTES)
+    assert (
+        sample(metrics, "interleave_media_cache_bytes")
+        == cache.stats().bytes
+        == 2 * (item + ENTRY_OVERHEAD_BYTES)
+    )

@@ -87,8 +87,9 @@ def test_a_data_url_and_an_http_url_with_the_same_bytes_share_one_entry(clip):
 
     with LocalServer({"/clip.mp4": (200, {"Content-Type": "video/mp4"}, clip)}) as server:
         limits = MediaLimits(allowed_remote_hosts=("127.0.0.1",))
-        a, b, c, stats = run_loader(lambda loader: go(loader, server.url("/clip.mp4")), limits=limits,
-                                    cache=MediaCache(64 * MiB))
+        a, b, c, stats = run_loader(
+            lambda loader: go(loader, server.url("/clip.mp4")), limits=limits, cache=MediaCache(64 * MiB)
+        )
     assert a.frame_keys == b.frame_keys and same_video(a, b)
     assert len(c.frames) == 6 and not set(c.frame_keys) & set(a.frame_keys)
     assert stats.misses == 2 and stats.hits == 1 and stats.entries == 2
@@ -236,10 +237,14 @@ def test_media_keys_reach_the_engine_as_media_uuids(clip):
                 if app.state.interleave.phase != "loading":
                     break
                 await asyncio.sleep(0.01)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client:
                 for _ in range(2):
-                    r = await client.post("/v1/chat/completions", json={
-                        "messages": [{"role": "user", "content": content}], "max_tokens": 2})
+                    r = await client.post(
+                        "/v1/chat/completions",
+                        json={"messages": [{"role": "user", "content": content}], "max_tokens": 2},
+                    )
                     assert r.status_code == 200, r.text
 
     asyncio.run(go())

@@ -13,8 +13,6 @@ import urllib.parse
 
 import httpx
 import pytest
-
-from harness.media import data_url
 from media_support import (
     LIMITS,
     LocalServer,
@@ -24,6 +22,8 @@ from media_support import (
     slow_route,
     unsized_route,
 )
+
+from harness.media import data_url
 from server.media import MediaError, MediaLimits, MediaLoader
 
 

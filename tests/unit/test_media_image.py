@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 import pytest
+from media_support import LIMITS, close_to, load, rgb
 from PIL import Image, ImageFile
 
 from harness.media import data_url, image_bytes, png_bytes, png_with_declared_size
-from media_support import LIMITS, close_to, load, rgb
 from server.media import MediaError, MediaLimits, decode_image
 
 
@@ -178,9 +178,7 @@ def test_png_header_declaring_50000x50000_is_rejected_before_decoding(no_pixel_d
 
 
 @pytest.mark.parametrize("side", [7100, 8000])  # 50.4 and 64 megapixels: above our default limit
-def test_png_header_above_configured_pixel_limit_is_rejected_before_decoding(
-    no_pixel_decoding, side
-):
+def test_png_header_above_configured_pixel_limit_is_rejected_before_decoding(no_pixel_decoding, side):
     with pytest.raises(MediaError, match="more than the limit of 50000000 pixels"):
         decode_image(png_with_declared_size(side, side), LIMITS)
 

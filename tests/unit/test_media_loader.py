@@ -7,9 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from harness.media import data_url, encode_video, png_bytes
 from media_support import (
     LIMITS,
     LocalServer,
@@ -17,6 +14,9 @@ from media_support import (
     load_video,
     rgb,
 )
+from PIL import Image
+
+from harness.media import data_url, encode_video, png_bytes
 from server.media import ImageDecoder, MediaError, MediaLimits, MediaLoader, VideoFrames, sample_video
 
 

@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from media_support import load_video
 
 from harness.media import (
     corrupt_packets,
@@ -16,7 +17,6 @@ from harness.media import (
     frame_index,
     packet_spans,
 )
-from media_support import load_video
 from server.media import MediaError, MediaLimits, sample_video
 
 
@@ -115,7 +115,9 @@ def test_sampler_skips_unwanted_b_frames_and_stays_exact():
     video = sample_video(data, num_frames=4)
     assert video.frame_indices == [7, 22, 37, 52]
     assert video.decoded_frames < 52  # non-reference frames nobody wants are not decoded
-    assert all(np.array_equal(f, reference[i]) for f, i in zip(video.frames, video.frame_indices, strict=True))
+    assert all(
+        np.array_equal(f, reference[i]) for f, i in zip(video.frames, video.frame_indices, strict=True)
+    )
 
 
 def test_fps_sampling_and_its_cap(clip_60):

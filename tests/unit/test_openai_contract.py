@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from server.schemas import UNSUPPORTED_CHAT_FIELDS, ChatCompletionRequest
 from server.completions import UNSUPPORTED_COMPLETION_FIELDS, CompletionRequest
-from server.settings import ServerSettings
+from server.schemas import UNSUPPORTED_CHAT_FIELDS, ChatCompletionRequest
 from tests.openapi import SCHEMAS, validate, validate_sse
 from tests.unit.server_fakes import IMAGE, FakeEngine, make_builder, png_data_url, running_app
 
@@ -36,7 +35,7 @@ class ScriptedEngine(FakeEngine):
     def __post_init__(self) -> None:
         self.eos_after = len(self.script)
 
-    def word(self, prompt, seed, choice, k):  # noqa: D102
+    def word(self, prompt, seed, choice, k):
         return self.script[k] if k < len(self.script) else ""
 
 
@@ -70,7 +69,11 @@ def test_every_openai_and_vllm_chat_field_is_handled():
 
 
 def test_every_openai_and_vllm_completion_field_is_handled():
-    handled = set(CompletionRequest.model_fields) | set(UNSUPPORTED_COMPLETION_FIELDS) | set(UNSUPPORTED_CHAT_FIELDS)
+    handled = (
+        set(CompletionRequest.model_fields)
+        | set(UNSUPPORTED_COMPLETION_FIELDS)
+        | set(UNSUPPORTED_CHAT_FIELDS)
+    )
     assert _props("CreateCompletionRequest") - handled == set()
     vllm_fields = _vllm_fields("vllm.entrypoints.openai.completion.protocol.CompletionRequest")
     assert vllm_fields - handled == set()
@@ -110,8 +113,15 @@ async def test_defaults_of_unsupported_fields_and_unknown_fields_are_fine():
     async with running_app() as h:
         r = await _post(
             h,
-            {"messages": USER, "max_tokens": 2, "store": False, "use_beam_search": False, "modalities": ["text"],
-             "add_generation_prompt": True, "some_future_field": {"x": 1}},
+            {
+                "messages": USER,
+                "max_tokens": 2,
+                "store": False,
+                "use_beam_search": False,
+                "modalities": ["text"],
+                "add_generation_prompt": True,
+                "some_future_field": {"x": 1},
+            },
         )
         assert r.status_code == 200, r.text
 
@@ -129,13 +139,27 @@ async def test_defaults_of_unsupported_fields_and_unknown_fields_are_fine():
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
         ({"logit_bias": {"5": 101}}, "logit_bias.5"),
         ({"min_tokens": 5, "max_tokens": 2}, "min_tokens"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}}, "response_format.json_schema.schema"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nope"}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"structured_outputs": {"regex": "("}}, "structured_outputs"),
         ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
-        ({"structured_outputs": {"json": {"type": "object"}, "whitespace_pattern": " "}}, "structured_outputs.whitespace_pattern"),
+        (
+            {"structured_outputs": {"json": {"type": "object"}, "whitespace_pattern": " "}},
+            "structured_outputs.whitespace_pattern",
+        ),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
         ({"tools": []}, "tools"),
         ({"prompt_logprobs": 1, "stream": True}, "prompt_logprobs"),
     ],
@@ -166,8 +190,15 @@ async def test_stream_n2_logprobs_usage_validates():
     async with running_app() as h:
         r = await _post(
             h,
-            {"messages": USER, "max_tokens": 3, "n": 2, "logprobs": True, "top_logprobs": 1, "stream": True,
-             "stream_options": {"include_usage": True}},
+            {
+                "messages": USER,
+                "max_tokens": 3,
+                "n": 2,
+                "logprobs": True,
+                "top_logprobs": 1,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
         )
         chunks = validate_sse(r.text)
         assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
@@ -179,7 +210,9 @@ async def test_stream_n2_logprobs_usage_validates():
 def _matches(grammar: str, text: str) -> bool:
     import xgrammar
 
-    compiled = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo([])).compile_grammar(xgrammar.Grammar.from_ebnf(grammar))
+    compiled = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo([])).compile_grammar(
+        xgrammar.Grammar.from_ebnf(grammar)
+    )
     matcher = xgrammar.GrammarMatcher(compiled, terminate_without_stop_token=True)
     return matcher.accept_string(text) and matcher.is_terminated()
 
@@ -193,7 +226,14 @@ def _assert_grammar_rejects(grammar: str, text: str) -> None:
 
 
 def _tool_script():
-    return ["Sure. ", "<tool_call>", '\n{"name": "get_weather", ', '"arguments": {"city": ', '"Paris"}}', "\n</tool_call>"]
+    return [
+        "Sure. ",
+        "<tool_call>",
+        '\n{"name": "get_weather", ',
+        '"arguments": {"city": ',
+        '"Paris"}}',
+        "\n</tool_call>",
+    ]
 
 
 async def test_auto_tool_call_parsed_by_hermes_parser():
@@ -219,7 +259,9 @@ async def test_auto_tool_call_streamed_as_openai_deltas():
         r = await _post(h, {"messages": USER, "tools": [WEATHER], "max_tokens": 20, "stream": True})
         chunks = validate_sse(r.text)
         content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-        deltas = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls") or []]
+        deltas = [
+            tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls") or []
+        ]
         assert content == "Sure. "
         assert deltas[0]["id"] and deltas[0]["function"]["name"] == "get_weather"
         args = "".join(d.get("function", {}).get("arguments", "") for d in deltas)
@@ -232,15 +274,31 @@ async def test_required_tool_call_is_constrained_and_parsed():
     for stream in (False, True):
         engine = ScriptedEngine(script=script)
         async with running_app(engine=engine) as h:
-            r = await _post(h, {"messages": USER, "tools": [WEATHER], "tool_choice": "required", "max_tokens": 20, "stream": stream})
+            r = await _post(
+                h,
+                {
+                    "messages": USER,
+                    "tools": [WEATHER],
+                    "tool_choice": "required",
+                    "max_tokens": 20,
+                    "stream": stream,
+                },
+            )
             so = engine.calls[0]["options"].structured
             assert so.kind == "grammar" and so.param == "tool_choice"
             _assert_grammar_accepts(so.value, '[{"name":"get_weather","parameters":{"city":"Rome"}}]')
-            _assert_grammar_rejects(so.value, '[{"name": "get_weather","parameters":{"city":"Rome"}}]')  # compact
+            _assert_grammar_rejects(
+                so.value, '[{"name": "get_weather","parameters":{"city":"Rome"}}]'
+            )  # compact
             _assert_grammar_rejects(so.value, '[{"name":"nope","parameters":{"city":"Rome"}}]')
             if stream:
                 chunks = validate_sse(r.text)
-                calls = [tc for c in chunks if c["choices"] for tc in c["choices"][0]["delta"].get("tool_calls") or []]
+                calls = [
+                    tc
+                    for c in chunks
+                    if c["choices"]
+                    for tc in c["choices"][0]["delta"].get("tool_calls") or []
+                ]
                 finish = chunks[-1]["choices"][0]["finish_reason"]
             else:
                 validate("CreateChatCompletionResponse", r.json())
@@ -256,7 +314,11 @@ async def test_named_tool_choice_constrains_to_the_parameters():
     async with running_app(engine=engine) as h:
         r = await _post(
             h,
-            {"messages": USER, "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+            {
+                "messages": USER,
+                "tools": [WEATHER],
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            },
         )
         validate("CreateChatCompletionResponse", r.json())
         so = engine.calls[0]["options"].structured
@@ -271,8 +333,17 @@ async def test_tool_turns_render_as_qwen_chatml():
     engine = ScriptedEngine(script=["ok"])
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_2", "content": "warm"},
     ]
@@ -298,10 +369,26 @@ async def test_sampling_fields_reach_the_engine():
     async with running_app(engine=engine) as h:
         r = await _post(
             h,
-            {"messages": USER, "max_tokens": 4, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.2, "min_tokens": 2,
-             "ignore_eos": True, "stop_token_ids": [7], "include_stop_str_in_output": True, "skip_special_tokens": False,
-             "logit_bias": {"12": 5.5}, "allowed_token_ids": [1, 2], "bad_words": ["x"], "cache_salt": "s",
-             "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}}},
+            {
+                "messages": USER,
+                "max_tokens": 4,
+                "top_k": 5,
+                "min_p": 0.1,
+                "repetition_penalty": 1.2,
+                "min_tokens": 2,
+                "ignore_eos": True,
+                "stop_token_ids": [7],
+                "include_stop_str_in_output": True,
+                "skip_special_tokens": False,
+                "logit_bias": {"12": 5.5},
+                "allowed_token_ids": [1, 2],
+                "bad_words": ["x"],
+                "cache_salt": "s",
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "o", "schema": {"type": "object"}},
+                },
+            },
         )
         assert r.status_code == 200, r.text
         o = engine.calls[0]["options"]
@@ -315,8 +402,13 @@ async def test_sampling_fields_reach_the_engine():
 async def test_structured_outputs_extension_and_json_object():
     engine = FakeEngine()
     async with running_app(engine=engine) as h:
-        for so, kind in (({"choice": ["a", "b"]}, "choice"), ({"regex": "[ab]+"}, "regex"), ({"grammar": 'root ::= "a"'}, "grammar"),
-                         ({"json": {"type": "object"}}, "json"), ({"json": {"type": "object"}, "disable_any_whitespace": True}, "grammar")):
+        for so, kind in (
+            ({"choice": ["a", "b"]}, "choice"),
+            ({"regex": "[ab]+"}, "regex"),
+            ({"grammar": 'root ::= "a"'}, "grammar"),
+            ({"json": {"type": "object"}}, "json"),
+            ({"json": {"type": "object"}, "disable_any_whitespace": True}, "grammar"),
+        ):
             r = await _post(h, {"messages": USER, "max_tokens": 2, "structured_outputs": so})
             assert r.status_code == 200, r.text
             assert engine.calls[-1]["options"].structured.kind == kind
@@ -354,7 +446,11 @@ async def test_completions_validate_stream_and_not():
         validate("CreateCompletionResponse", r.json())
         assert r.json()["object"] == "text_completion" and len(r.json()["choices"]) == 2
         assert len(r.json()["choices"][0]["logprobs"]["tokens"]) == 3
-        r = await _post(h, {"prompt": "Hello", "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}, "/v1/completions")
+        r = await _post(
+            h,
+            {"prompt": "Hello", "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}},
+            "/v1/completions",
+        )
         chunks = validate_sse(r.text, completions=True)
         assert chunks[-1]["usage"]["completion_tokens"] == 3
         r = await _post(h, {"prompt": [20, 21, 22], "max_tokens": 1, "echo": True}, "/v1/completions")
@@ -372,21 +468,56 @@ async def test_completions_validate_stream_and_not():
 
 async def test_tokenize_counts_729_per_image_without_decoding():
     async with running_app() as h:
-        msgs = [{"role": "user", "content": [
-            {"type": "text", "text": "a"},
-            {"type": "image_url", "image_url": {"url": png_data_url()}},
-            {"type": "scene_views", "scene_views": {"urls": ["data:image/png;base64,broken", "data:image/png;base64,broken"]}},
-        ]}]
+        msgs = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": png_data_url()}},
+                    {
+                        "type": "scene_views",
+                        "scene_views": {
+                            "urls": ["data:image/png;base64,broken", "data:image/png;base64,broken"]
+                        },
+                    },
+                ],
+            }
+        ]
         r = await _post(h, {"messages": msgs}, "/tokenize")
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["tokens"].count(IMAGE) == 3 * 729 and body["count"] == len(body["tokens"])
         assert h.media.loaded == []  # nothing fetched or decoded
-        chat = await _post(h, {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                                      {"type": "image_url", "image_url": {"url": png_data_url()}}]}],
-                               "max_tokens": 1})
-        one = await _post(h, {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                                     {"type": "image_url", "image_url": {"url": png_data_url()}}]}]}, "/tokenize")
+        chat = await _post(
+            h,
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "a"},
+                            {"type": "image_url", "image_url": {"url": png_data_url()}},
+                        ],
+                    }
+                ],
+                "max_tokens": 1,
+            },
+        )
+        one = await _post(
+            h,
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "a"},
+                            {"type": "image_url", "image_url": {"url": png_data_url()}},
+                        ],
+                    }
+                ]
+            },
+            "/tokenize",
+        )
         assert one.json()["count"] == chat.json()["usage"]["prompt_tokens"]
         r = await _post(h, {"prompt": "abc", "return_token_strs": True}, "/tokenize")
         assert r.json()["count"] == 3 and len(r.json()["token_strs"]) == 3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from server_fakes import IM_END, IM_START, IMAGE, TOKENS_PER_IMAGE, ByteTokenizer, make_builder
 
-from server.errors import APIError
 from server.budget import resolve_max_tokens
+from server.errors import APIError
 from server.prompt import PromptLimits, plan_media
 from server.schemas import parse_chat_request
 
@@ -52,7 +52,11 @@ def test_interleaved_mixed_order_and_counts():
     r = req([text("A"), IMG, text("B"), video(3), scene(["s1", "s2"], ["front", "back"]), text("C")])
     plan = plan_media(r, LIMITS)
     assert [m.kind for m in plan] == ["image", "video", "scene"]
-    assert [m.param for m in plan] == ["messages[0].content[1]", "messages[0].content[3]", "messages[0].content[4]"]
+    assert [m.param for m in plan] == [
+        "messages[0].content[1]",
+        "messages[0].content[3]",
+        "messages[0].content[4]",
+    ]
     p = b.build(r, [1, 3, 2])
     assert decode(p.prompt_token_ids) == (
         "<|im_start|>user\nA<image>\nB<image><image><image>\nfront: <image>\nback: <image>\nC<|im_end|>\n"
@@ -64,7 +68,10 @@ def test_interleaved_mixed_order_and_counts():
 def test_front_places_visual_parts_first():
     b = make_builder(system_prompt="")
     p = b.build(req([text("A"), IMG, text("B"), IMG], image_placement="front"), [1, 1])
-    assert decode(p.prompt_token_ids) == "<|im_start|>user\n<image>\n<image>\nAB<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        decode(p.prompt_token_ids)
+        == "<|im_start|>user\n<image>\n<image>\nAB<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_front_matches_hf_template_rendering():
@@ -76,7 +83,15 @@ def test_front_matches_hf_template_rendering():
 
     messages = [
         {"role": "system", "content": [{"type": "text", "text": "Sys."}]},
-        {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": "these"}, {"type": "image"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image"},
+                {"type": "text", "text": "these"},
+                {"type": "image"},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "They differ."}]},
         {"role": "user", "content": [{"type": "text", "text": "Why?"}]},
     ]
@@ -106,7 +121,9 @@ def test_literal_placeholders_never_bind():
 
 def test_default_system_prompt_not_added_when_present():
     b = make_builder()
-    r = parse_chat_request({"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}]})
+    r = parse_chat_request(
+        {"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+    )
     s = decode(b.build(r, []).prompt_token_ids)
     assert s.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
     assert "helpful" not in s
@@ -115,8 +132,13 @@ def test_default_system_prompt_not_added_when_present():
 def test_multi_turn():
     b = make_builder(system_prompt="")
     r = parse_chat_request(
-        {"messages": [{"role": "user", "content": [IMG, text("a")]}, {"role": "assistant", "content": "b"},
-                      {"role": "user", "content": [text("c"), IMG]}]}
+        {
+            "messages": [
+                {"role": "user", "content": [IMG, text("a")]},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": [text("c"), IMG]},
+            ]
+        }
     )
     assert decode(b.build(r, [1, 1]).prompt_token_ids) == (
         "<|im_start|>user\n<image>\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n"

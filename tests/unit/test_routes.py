@@ -25,7 +25,7 @@ def parse_sse(text: str) -> list:
         if not block.strip():
             continue
         assert block.startswith("data: "), block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
 
@@ -44,7 +44,9 @@ def assert_error(resp, status, param=None, contains=None):
 async def test_non_streaming_completion():
     async with running_app() as h:
         img = png_data_url()
-        r = await h.client.post(URL, json=body([{"type": "image_url", "image_url": {"url": img}}, {"type": "text", "text": "hi"}]))
+        r = await h.client.post(
+            URL, json=body([{"type": "image_url", "image_url": {"url": img}}, {"type": "text", "text": "hi"}])
+        )
         assert r.status_code == 200, r.text
         data = r.json()
         assert data["object"] == "chat.completion" and data["id"].startswith("chatcmpl-")
@@ -68,17 +70,39 @@ async def test_sampling_options_passed_through():
     async with running_app() as h:
         r = await h.client.post(
             URL,
-            json=body(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=["x"], n=2,
-                      presence_penalty=0.1, frequency_penalty=-0.2, logprobs=True, top_logprobs=2),
+            json=body(
+                max_tokens=7,
+                temperature=0.5,
+                top_p=0.9,
+                seed=3,
+                stop=["x"],
+                n=2,
+                presence_penalty=0.1,
+                frequency_penalty=-0.2,
+                logprobs=True,
+                top_logprobs=2,
+            ),
         )
         assert r.status_code == 200, r.text
         o = h.engine.calls[0]["options"]
-        assert (o.max_tokens, o.temperature, o.top_p, o.seed, o.stop, o.n, o.logprobs) == (7, 0.5, 0.9, 3, ("x",), 2, 2)
+        assert (o.max_tokens, o.temperature, o.top_p, o.seed, o.stop, o.n, o.logprobs) == (
+            7,
+            0.5,
+            0.9,
+            3,
+            ("x",),
+            2,
+            2,
+        )
         assert (o.presence_penalty, o.frequency_penalty) == (0.1, -0.2)
         data = r.json()
         assert [c["index"] for c in data["choices"]] == [0, 1]
         lp = data["choices"][0]["logprobs"]["content"]
-        assert len(lp) == 7 and len(lp[0]["top_logprobs"]) == 2 and lp[0]["bytes"] == list(lp[0]["token"].encode())
+        assert (
+            len(lp) == 7
+            and len(lp[0]["top_logprobs"]) == 2
+            and lp[0]["bytes"] == list(lp[0]["token"].encode())
+        )
         assert data["usage"]["completion_tokens"] == 14
 
 
@@ -116,7 +140,9 @@ async def test_stream_chunk_sequence_with_and_without_usage():
             else:
                 assert all("usage" not in c for c in chunks)
                 content = chunks[1:]
-            assert [c["choices"][0]["finish_reason"] for c in content] == [None] * (len(content) - 1) + ["length"]
+            assert [c["choices"][0]["finish_reason"] for c in content] == [None] * (len(content) - 1) + [
+                "length"
+            ]
             text = "".join(c["choices"][0]["delta"].get("content") or "" for c in content)
             assert text == plain.json()["choices"][0]["message"]["content"]
 
@@ -177,8 +203,14 @@ async def test_validation_errors_are_400_with_param(payload, param):
 
 async def test_non_json_body_and_wrong_model():
     async with running_app() as h:
-        assert_error(await h.client.post(URL, content=b"{not json", headers={"content-type": "application/json"}), 400, contains="JSON")
-        assert_error(await h.client.post(URL, content=b"\xff\xfe", headers={"content-type": "application/json"}), 400)
+        assert_error(
+            await h.client.post(URL, content=b"{not json", headers={"content-type": "application/json"}),
+            400,
+            contains="JSON",
+        )
+        assert_error(
+            await h.client.post(URL, content=b"\xff\xfe", headers={"content-type": "application/json"}), 400
+        )
         assert_error(await h.client.post(URL, json=body(model="other")), 404, param="model")
         assert (await h.client.post(URL, json=body(model="fake-model"))).status_code == 200
 
@@ -186,11 +218,18 @@ async def test_non_json_body_and_wrong_model():
 async def test_media_errors_name_the_part():
     async with running_app() as h:
         bad = "data:image/png;base64," + "aGVsbG8gd29ybGQ="
-        content = [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": png_data_url()}},
-                   {"type": "image_url", "image_url": {"url": bad}}]
+        content = [
+            {"type": "text", "text": "a"},
+            {"type": "image_url", "image_url": {"url": png_data_url()}},
+            {"type": "image_url", "image_url": {"url": bad}},
+        ]
         assert_error(await h.client.post(URL, json=body(content)), 400, param="messages[0].content[2]")
         scene = {"type": "scene_views", "scene_views": {"urls": [png_data_url(), bad]}}
-        assert_error(await h.client.post(URL, json=body([scene])), 400, param="messages[0].content[0].scene_views.urls[1]")
+        assert_error(
+            await h.client.post(URL, json=body([scene])),
+            400,
+            param="messages[0].content[0].scene_views.urls[1]",
+        )
         video = {"type": "video_url", "video_url": {"url": "fake-video://bad"}}
         assert_error(await h.client.post(URL, json=body([video])), 400, param="messages[0].content[0]")
         assert h.engine.calls == []
@@ -228,7 +267,12 @@ async def test_token_budget_is_checked_before_media_loading():
 async def test_too_many_images_names_limit():
     async with running_app(ServerSettings(max_images_per_request=2)) as h:
         content = [{"type": "image_url", "image_url": {"url": png_data_url()}}] * 3
-        assert_error(await h.client.post(URL, json=body(content)), 400, param="messages[0].content[2]", contains="at most 2")
+        assert_error(
+            await h.client.post(URL, json=body(content)),
+            400,
+            param="messages[0].content[2]",
+            contains="at most 2",
+        )
 
 
 async def test_body_limit_413_before_parsing():
@@ -277,10 +321,16 @@ async def test_models_health_ready_metrics():
         assert (await h.client.get("/ready")).json()["status"] == "ready"
         await h.client.post(URL, json=body())
         text = (await h.client.get("/metrics")).text
-        for name in ("interleave_requests_total", "interleave_request_duration_seconds_bucket",
-                     "interleave_time_to_first_token_seconds", "interleave_inter_token_latency_seconds",
-                     "interleave_prompt_tokens_total", "interleave_generation_tokens_total",
-                     "interleave_requests_in_flight", "interleave_media_decode_seconds"):
+        for name in (
+            "interleave_requests_total",
+            "interleave_request_duration_seconds_bucket",
+            "interleave_time_to_first_token_seconds",
+            "interleave_inter_token_latency_seconds",
+            "interleave_prompt_tokens_total",
+            "interleave_generation_tokens_total",
+            "interleave_requests_in_flight",
+            "interleave_media_decode_seconds",
+        ):
             assert name in text, name
     assert h.engine.shut_down and h.media.closed
 
@@ -350,14 +400,26 @@ async def _raw_asgi_stream(app, payload: dict, *, disconnect_after_chunks: int):
 
     async def send(message):
         sent.append(message)
-        if message["type"] == "http.response.body" and sum(1 for m in sent if m["type"] == "http.response.body") >= disconnect_after_chunks:
+        if (
+            message["type"] == "http.response.body"
+            and sum(1 for m in sent if m["type"] == "http.response.body") >= disconnect_after_chunks
+        ):
             got_chunks.set()
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "query_string": b"",
+        "root_path": "",
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
-        "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80), "state": {},
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "state": {},
     }
     await asyncio.wait_for(app(scope, receive, send), timeout=10)
     return sent
@@ -397,9 +459,21 @@ async def test_non_stream_disconnect_aborts_engine_request():
         async def send(m):
             sent.append(m)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": URL, "raw_path": URL.encode(), "query_string": b"", "root_path": "", "headers": [],
-                 "client": None, "server": None, "state": {}}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": URL,
+            "raw_path": URL.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [],
+            "client": None,
+            "server": None,
+            "state": {},
+        }
         await asyncio.wait_for(h.app(scope, receive, send), timeout=10)
         assert engine.aborted and engine.active == set()
         assert sample_value(h.metrics, "interleave_requests_total", {"endpoint": URL, "status": "499"}) == 1

@@ -24,8 +24,17 @@ def err(body) -> APIError:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_tokens", 0), ("max_tokens", -3), ("temperature", 3), ("top_p", 0), ("n", 0), ("top_logprobs", 21),
-     ("presence_penalty", 2.5), ("frequency_penalty", -3), ("max_completion_tokens", 0)],
+    [
+        ("max_tokens", 0),
+        ("max_tokens", -3),
+        ("temperature", 3),
+        ("top_p", 0),
+        ("n", 0),
+        ("top_logprobs", 21),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3),
+        ("max_completion_tokens", 0),
+    ],
 )
 def test_out_of_range_fields_name_the_field(field, value):
     e = err({"messages": [USER], field: value})
@@ -49,7 +58,9 @@ def test_unknown_role():
 
 
 def test_unknown_part_type_names_the_part():
-    e = err({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "audio_url"}]}]})
+    e = err(
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "audio_url"}]}]}
+    )
     assert e.param == "messages[0].content[1]"
     assert "audio_url" in e.message
 
@@ -57,7 +68,9 @@ def test_unknown_part_type_names_the_part():
 @pytest.mark.parametrize("frames", [0, -2, 33])
 def test_num_frames_out_of_range_is_one_400_from_the_media_plan(frames):
     part = {"type": "video_url", "video_url": {"url": "x", "num_frames": frames}}
-    request = parse_chat_request({"messages": [{"role": "user", "content": [part]}]})  # the schema checks the type
+    request = parse_chat_request(
+        {"messages": [{"role": "user", "content": [part]}]}
+    )  # the schema checks the type
     with pytest.raises(APIError) as info:
         plan_media(request, PromptLimits(max_images=8, max_frames=32, max_views=8))
     assert info.value.status_code == 400
@@ -84,7 +97,10 @@ def test_valid_request_normalizes():
             "model": "m",
             "messages": [
                 {"role": "system", "content": "s"},
-                {"role": "user", "content": [{"type": "image_url", "image_url": "data:x"}, {"type": "text", "text": "t"}]},
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": "data:x"}, {"type": "text", "text": "t"}],
+                },
             ],
             "stop": "END",
             "max_completion_tokens": 5,
@@ -110,7 +126,10 @@ def test_settings_from_env_and_flags(monkeypatch):
     assert s.port == 9001 and s.allowed_remote_hosts == ("a.example", "b.example") and s.api_key is None
     s2 = parse_settings(["--port", "9002", "--no-enable-prefix-caching", "--default-system-prompt", ""])
     assert s2.port == 9002 and s2.enable_prefix_caching is False and s2.default_system_prompt == ""
-    assert s2.limit_images_per_prompt == s2.max_images_per_request + s2.max_frames_per_request + s2.max_views_per_request
+    assert (
+        s2.limit_images_per_prompt
+        == s2.max_images_per_request + s2.max_frames_per_request + s2.max_views_per_request
+    )
 
 
 def test_cli_rejects_bad_values(capsys):
@@ -134,4 +153,6 @@ def test_docs_flag_table_is_current():
     from pathlib import Path
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
-    assert settings_markdown() in docs, "regenerate: python -m server.cli --help-markdown (docs/api.md, Configuration)"
+    assert settings_markdown() in docs, (
+        "regenerate: python -m server.cli --help-markdown (docs/api.md, Configuration)"
+    )

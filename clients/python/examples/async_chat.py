@@ -1,6 +1,6 @@
 """Async: several requests in flight at once (the server batches them), then one streamed answer.
 
-    python examples/async_chat.py
+python examples/async_chat.py
 """
 
 import asyncio
@@ -19,16 +19,24 @@ async def main() -> None:
     }
     async with AsyncClient(max_retries=3) as client:
         model = (await client.models.list()).data[0].id
-        replies = await asyncio.gather(*(
-            client.chat.completions.create(model=model, messages=[user(q, part)], max_tokens=32, temperature=0)
-            for q, part in questions.items()
-        ))
+        replies = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=model, messages=[user(q, part)], max_tokens=32, temperature=0
+                )
+                for q, part in questions.items()
+            )
+        )
         for q, r in zip(questions, replies, strict=True):
-            print(f"{q} -> {r.choices[0].message.content!r} ({r.usage and r.usage.prompt_tokens} prompt tokens)")
+            print(
+                f"{q} -> {r.choices[0].message.content!r} ({r.usage and r.usage.prompt_tokens} prompt tokens)"
+            )
 
         stream = await client.chat.completions.create(
-            model=model, messages=[user("Compare", image(media["image"]), image(media["image2"]))],
-            max_tokens=32, stream=True,
+            model=model,
+            messages=[user("Compare", image(media["image"]), image(media["image2"]))],
+            max_tokens=32,
+            stream=True,
         )
         async with stream:
             async for chunk in stream:

@@ -29,7 +29,9 @@ def make_media(folder: str | None = None) -> dict[str, Path]:
         "image": picture(root / "red.png", (200, 40, 40), "a red square"),
         "image2": picture(root / "blue.jpg", (40, 40, 200), "a blue square"),
     }
-    for i, (name, color) in enumerate([("front", (90, 160, 90)), ("left", (160, 90, 90)), ("back", (90, 90, 160))]):
+    for i, (name, color) in enumerate(
+        [("front", (90, 160, 90)), ("left", (160, 90, 90)), ("back", (90, 90, 160))]
+    ):
         picture(root / "scene" / f"view{i}.png", color, name)
     files["scene"] = root / "scene"
 
@@ -40,7 +42,7 @@ def make_media(folder: str | None = None) -> dict[str, Path]:
         stream.time_base = Fraction(1, 4)
         for t in range(8):  # a white square moving right over 2 seconds
             arr = np.zeros((128, 128, 3), dtype=np.uint8)
-            arr[48:80, t * 12:t * 12 + 32] = 255
+            arr[48:80, t * 12 : t * 12 + 32] = 255
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
             frame.pts = t
             container.mux(stream.encode(frame))

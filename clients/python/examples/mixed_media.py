@@ -1,7 +1,7 @@
 """One request mixing an image, a video and a 3D scene with text, in that order; then a streamed answer.
 
-    make serve                      # in the repo root: the server on 127.0.0.1:8000
-    python examples/mixed_media.py  # or set INTERLEAVE_BASE_URL / INTERLEAVE_API_KEY
+make serve                      # in the repo root: the server on 127.0.0.1:8000
+python examples/mixed_media.py  # or set INTERLEAVE_BASE_URL / INTERLEAVE_API_KEY
 """
 
 from example_media import make_media
@@ -18,9 +18,12 @@ def main() -> None:
                 model=model,
                 messages=[
                     user(
-                        "Compare this picture", image(media["image"]),
-                        "with this clip", video(media["video"], num_frames=4),
-                        "and this room", scene(media["scene"], labels=["front", "left", "back"]),
+                        "Compare this picture",
+                        image(media["image"]),
+                        "with this clip",
+                        video(media["video"], num_frames=4),
+                        "and this room",
+                        scene(media["scene"], labels=["front", "left", "back"]),
                         "What changed?",
                     )
                 ],
@@ -31,12 +34,17 @@ def main() -> None:
             print(reply.choices[0].message.content)
             # 1 image + 4 frames + 3 views = 8 images of 729 visual tokens each, plus the text
             if reply.usage:
-                print(f"prompt tokens: {reply.usage.prompt_tokens}, completion: {reply.usage.completion_tokens}")
+                print(
+                    f"prompt tokens: {reply.usage.prompt_tokens}, completion: {reply.usage.completion_tokens}"
+                )
 
             # Streamed token by token; visual parts before the text, as the HF chat template puts them.
             with client.chat.completions.create(
-                model=model, messages=[user("Describe", image(media["image"]), "in detail.")], max_tokens=64,
-                stream=True, extra_body={"image_placement": "front"},
+                model=model,
+                messages=[user("Describe", image(media["image"]), "in detail.")],
+                max_tokens=64,
+                stream=True,
+                extra_body={"image_placement": "front"},
             ) as stream:
                 for chunk in stream:
                     if chunk.choices and chunk.choices[0].delta.content:

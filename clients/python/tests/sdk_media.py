@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict
 
 IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF"}
 # container -> (file suffix, PyAV format, codec)
@@ -25,13 +24,14 @@ def make_image(path: Path, fmt: str = "PNG", color=(200, 30, 30), size=(32, 24))
     return path
 
 
-def make_images(folder: Path) -> Dict[str, Path]:
+def make_images(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return {name: make_image(folder / f"img.{name}", fmt) for name, fmt in IMAGE_FORMATS.items()}
 
 
-def make_video(path: Path, fmt: str = "mp4", codec: str = "libx264", frames: int = 8, fps: int = 4,
-               size=(64, 48)) -> Path:
+def make_video(
+    path: Path, fmt: str = "mp4", codec: str = "libx264", frames: int = 8, fps: int = 4, size=(64, 48)
+) -> Path:
     """A short clip whose frames change colour, so sampled frames differ."""
     import av
     import numpy as np
@@ -56,8 +56,9 @@ def make_video(path: Path, fmt: str = "mp4", codec: str = "libx264", frames: int
     return path
 
 
-def make_videos(folder: Path) -> Dict[str, Path]:
+def make_videos(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        name: make_video(folder / f"clip{suffix}", fmt, codec) for name, (suffix, fmt, codec) in VIDEO_FORMATS.items()
+        name: make_video(folder / f"clip{suffix}", fmt, codec)
+        for name, (suffix, fmt, codec) in VIDEO_FORMATS.items()
     }

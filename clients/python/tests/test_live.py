@@ -24,7 +24,7 @@ import llava_interleave_client as sdk
 from llava_interleave_client import image, scene, system, user, video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from example_media import make_media  # noqa: E402
+from example_media import make_media
 
 pytestmark = pytest.mark.e2e
 
@@ -115,8 +115,12 @@ def test_video_num_frames_and_fps(live_client, live_model, live_media):
 
 def test_scene_folder_and_labels(live_client, live_model, live_media):
     plain = _ask(live_client, live_model, "Where is the camera?", scene(live_media["scene"]))
-    labelled = _ask(live_client, live_model, "Where is the camera?",
-                    scene(live_media["scene"], labels=["front", "left", "back"]))
+    labelled = _ask(
+        live_client,
+        live_model,
+        "Where is the camera?",
+        scene(live_media["scene"], labels=["front", "left", "back"]),
+    )
     assert plain.usage.prompt_tokens >= 3 * TOKENS_PER_IMAGE
     assert labelled.usage.prompt_tokens > plain.usage.prompt_tokens  # labels are written as text
 
@@ -126,15 +130,27 @@ def test_everything_interleaved_in_one_message(live_client, live_model, live_med
         model=live_model,
         messages=[
             system("You are a helpful assistant."),
-            user("Compare", image(live_media["image"]), video(live_media["video"], num_frames=2),
-                 scene([live_media["image"], live_media["image2"]], labels=["front", "back"]), "what changed?"),
+            user(
+                "Compare",
+                image(live_media["image"]),
+                video(live_media["video"], num_frames=2),
+                scene([live_media["image"], live_media["image2"]], labels=["front", "back"]),
+                "what changed?",
+            ),
         ],
         **GREEDY,
     )
     assert out.usage.prompt_tokens >= 5 * TOKENS_PER_IMAGE  # 1 image + 2 frames + 2 views
     for placement in ("interleaved", "front"):
-        again = _ask(live_client, live_model, "Compare", image(live_media["image"]), "and",
-                     image(live_media["image2"]), extra_body={"image_placement": placement})
+        again = _ask(
+            live_client,
+            live_model,
+            "Compare",
+            image(live_media["image"]),
+            "and",
+            image(live_media["image2"]),
+            extra_body={"image_placement": placement},
+        )
         assert again.usage.prompt_tokens >= 2 * TOKENS_PER_IMAGE
 
 
@@ -150,7 +166,8 @@ def test_stream_matches_non_stream(live_client, live_model, live_media):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == _text(whole)
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
-        whole.choices[0].finish_reason]
+        whole.choices[0].finish_reason
+    ]
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
 
 
@@ -169,7 +186,9 @@ async def test_async_matches_sync(live_client, live_model, live_media, live_base
     async with sdk.AsyncClient(base_url=live_base_url, api_key=API_KEY, timeout=300) as client:
         out = await client.chat.completions.create(model=live_model, messages=[user(*parts)], **GREEDY)
         assert _text(out) == expected
-        stream = await client.chat.completions.create(model=live_model, messages=[user(*parts)], stream=True, **GREEDY)
+        stream = await client.chat.completions.create(
+            model=live_model, messages=[user(*parts)], stream=True, **GREEDY
+        )
         async with stream:
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == expected and stream.response.is_closed
@@ -182,7 +201,8 @@ def test_builders_work_with_plain_openai_client(live_client, live_model, live_me
     messages = [user("Describe", image(live_media["image"]), "and", video(live_media["video"], num_frames=2))]
     ours = live_client.chat.completions.create(model=live_model, messages=messages, **GREEDY)
     theirs = openai.OpenAI(base_url=live_base_url, api_key=API_KEY).chat.completions.create(
-        model=live_model, messages=messages, **GREEDY)
+        model=live_model, messages=messages, **GREEDY
+    )
     assert theirs.choices[0].message.content == _text(ours)
     assert theirs.usage.prompt_tokens == ours.usage.prompt_tokens >= 3 * TOKENS_PER_IMAGE
 
@@ -210,8 +230,24 @@ def test_unreadable_image_is_a_bad_request(live_client, live_model):
 def test_cli_streams_and_matches_sdk(live_client, live_model, live_media, live_base_url):
     exe = Path(sys.executable).with_name("interleave-chat")
     expected = _text(_ask(live_client, live_model, "Describe", image(live_media["image"])))
-    cmd = [str(exe), "Describe", "--image", str(live_media["image"]), "--base-url", live_base_url, "--api-key", API_KEY,
-           "--model", live_model, "--temperature", "0", "--seed", str(SEED), "--max-tokens", "8"]
+    cmd = [
+        str(exe),
+        "Describe",
+        "--image",
+        str(live_media["image"]),
+        "--base-url",
+        live_base_url,
+        "--api-key",
+        API_KEY,
+        "--model",
+        live_model,
+        "--temperature",
+        "0",
+        "--seed",
+        str(SEED),
+        "--max-tokens",
+        "8",
+    ]
     for extra in ([], ["--no-stream"]):
         proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -13,8 +13,13 @@ pytestmark = pytest.mark.unit
 
 def test_issue_example_keeps_the_order_given(images, videos):
     a, clip, v1, v2 = images["png"], videos["mp4"], images["jpeg"], images["webp"]
-    msg = user("Compare", image(a), video(clip, num_frames=8), scene([v1, v2], labels=["front", "back"]),
-               "what changed?")
+    msg = user(
+        "Compare",
+        image(a),
+        video(clip, num_frames=8),
+        scene([v1, v2], labels=["front", "back"]),
+        "what changed?",
+    )
     assert msg["role"] == "user"
     content = msg["content"]
     assert [p["type"] for p in content] == ["text", "image_url", "video_url", "scene_views", "text"]
@@ -56,7 +61,11 @@ def test_scene_folder_is_sorted_naturally_and_skips_non_images(tmp_path, images)
 
     part = scene(folder)
     urls = part["scene_views"]["urls"]
-    assert [u.split(";")[0] for u in urls] == ["data:image/gif", "data:image/jpeg", "data:image/png"]  # 1, 2, 10
+    assert [u.split(";")[0] for u in urls] == [
+        "data:image/gif",
+        "data:image/jpeg",
+        "data:image/png",
+    ]  # 1, 2, 10
     assert "labels" not in part["scene_views"]
     assert scene(str(folder), labels=["a", "b", "c"])["scene_views"]["labels"] == ["a", "b", "c"]
 
@@ -93,7 +102,10 @@ def test_message_helpers():
     assert system("a", "b") == {"role": "system", "content": "a\nb"}
     assert assistant("earlier answer") == {"role": "assistant", "content": "earlier answer"}
     assert message("user", "x", [text("y"), "z"])["content"] == [
-        {"type": "text", "text": "x"}, {"type": "text", "text": "y"}, {"type": "text", "text": "z"}]
+        {"type": "text", "text": "x"},
+        {"type": "text", "text": "y"},
+        {"type": "text", "text": "z"},
+    ]
     with pytest.raises(TypeError):
         system(image("https://example.com/a.png"))
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from sdk_stub_server import Reply, StubServer, chunk, completion, sse, stream_events
 
 from llava_interleave_client.cli import _normalize_argv, build_messages, build_parser, main
-
-from sdk_stub_server import Reply, StubServer, completion, sse, chunk, stream_events
 
 pytestmark = pytest.mark.unit
 
@@ -19,9 +18,24 @@ def _parse(argv):
 
 
 def test_parts_follow_command_line_order(images, videos):
-    args = _parse(["Compare", "--image", str(images["png"]), "--video", str(videos["mp4"]), "--num-frames", "8",
-                   "--scene", f"{images['jpeg']},{images['gif']}", "--labels", "front,back", "what changed?",
-                   "--max-tokens", "5"])
+    args = _parse(
+        [
+            "Compare",
+            "--image",
+            str(images["png"]),
+            "--video",
+            str(videos["mp4"]),
+            "--num-frames",
+            "8",
+            "--scene",
+            f"{images['jpeg']},{images['gif']}",
+            "--labels",
+            "front,back",
+            "what changed?",
+            "--max-tokens",
+            "5",
+        ]
+    )
     assert args.max_tokens == 5 and args.stream is True
     (msg,) = build_messages(args)
     content = msg["content"]
@@ -29,12 +43,28 @@ def test_parts_follow_command_line_order(images, videos):
     assert content[0]["text"] == "Compare" and content[4]["text"] == "what changed?"
     assert content[2]["video_url"]["num_frames"] == 8
     assert content[3]["scene_views"]["labels"] == ["front", "back"]
-    assert [u.split(";")[0] for u in content[3]["scene_views"]["urls"]] == ["data:image/jpeg", "data:image/gif"]
+    assert [u.split(";")[0] for u in content[3]["scene_views"]["urls"]] == [
+        "data:image/jpeg",
+        "data:image/gif",
+    ]
 
 
 def test_media_first_then_text_and_modifier_scope():
-    args = _parse(["--num-frames=4", "--video", "https://h/a.mp4", "--video", "https://h/b.mp4", "--fps", "2",
-                   "--text", "-dash text", "--", "--not-an-option"])
+    args = _parse(
+        [
+            "--num-frames=4",
+            "--video",
+            "https://h/a.mp4",
+            "--video",
+            "https://h/b.mp4",
+            "--fps",
+            "2",
+            "--text",
+            "-dash text",
+            "--",
+            "--not-an-option",
+        ]
+    )
     content = build_messages(args)[0]["content"]
     assert content[0]["video_url"] == {"url": "https://h/a.mp4", "num_frames": 4}
     assert content[1]["video_url"] == {"url": "https://h/b.mp4", "num_frames": 4, "fps": 2.0}
@@ -65,8 +95,24 @@ def test_nothing_to_send_is_a_usage_error():
 
 def test_streams_answer_to_stdout(capsys, images):
     with StubServer([Reply(events=stream_events("Hel", "lo", usage=True))]) as stub:
-        code = main(["describe", "--image", str(images["png"]), "--base-url", stub.base_url, "--api-key", "k",
-                     "--max-tokens", "4", "--temperature", "0", "--usage", "--image-placement", "front"])
+        code = main(
+            [
+                "describe",
+                "--image",
+                str(images["png"]),
+                "--base-url",
+                stub.base_url,
+                "--api-key",
+                "k",
+                "--max-tokens",
+                "4",
+                "--temperature",
+                "0",
+                "--usage",
+                "--image-placement",
+                "front",
+            ]
+        )
     out, err = capsys.readouterr()
     assert code == 0 and out == "Hello\n"
     assert "usage: prompt 5, completion 2, total 7 tokens" in err
@@ -92,7 +138,9 @@ def test_errors_exit_non_zero_with_message(capsys, tmp_path):
         code = main(["hi", "--base-url", stub.base_url])
     _, err = capsys.readouterr()
     assert code == 1
-    assert "interleave-chat: error: Error code: 400 - prompt too long: 12000 + 64 > 8192, request_id=rq" in err
+    assert (
+        "interleave-chat: error: Error code: 400 - prompt too long: 12000 + 64 > 8192, request_id=rq" in err
+    )
 
     code = main(["hi", "--image", str(tmp_path / "missing.png"), "--base-url", "http://127.0.0.1:9/v1"])
     assert code == 1 and "missing.png" in capsys.readouterr().err

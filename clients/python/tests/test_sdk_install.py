@@ -6,10 +6,10 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 pytestmark = pytest.mark.install  # not "unit": it builds a venv and reaches PyPI (~30 s)
 
@@ -24,8 +24,13 @@ def test_installs_in_a_fresh_venv_without_torch(tmp_path):
     t0 = time.monotonic()
     # Install from a copy so the build leaves no build/ or egg-info behind in the repo.
     src = tmp_path / "src"
-    shutil.copytree(SDK_ROOT, src, ignore=shutil.ignore_patterns("tests", "examples", "build", "*.egg-info",
-                                                                 "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        SDK_ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            "tests", "examples", "build", "*.egg-info", "__pycache__", ".pytest_cache"
+        ),
+    )
     venv = tmp_path / "venv"
     proc = _run(sys.executable, "-m", "venv", str(venv))
     assert proc.returncode == 0, proc.stderr
@@ -33,7 +38,9 @@ def test_installs_in_a_fresh_venv_without_torch(tmp_path):
     proc = _run(str(py), "-m", "pip", "install", "--quiet", str(src), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    proc = _run(str(py), "-c", "import llava_interleave_client as m; print(m.__version__, m.Client().base_url)")
+    proc = _run(
+        str(py), "-c", "import llava_interleave_client as m; print(m.__version__, m.Client().base_url)"
+    )
     assert proc.returncode == 0, proc.stderr
     version = tomllib.loads((SDK_ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert proc.stdout.split() == [version, "http://127.0.0.1:8000/v1/"]

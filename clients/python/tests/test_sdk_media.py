@@ -14,12 +14,20 @@ from llava_interleave_client._media import SNIFF_BYTES, is_pil_image
 pytestmark = pytest.mark.unit
 
 EXPECTED_IMAGE = {
-    "png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif",
-    "webp": "image/webp", "bmp": "image/bmp", "tiff": "image/tiff",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
 }
 EXPECTED_VIDEO = {
-    "mp4": "video/mp4", "mov": "video/quicktime", "mkv": "video/x-matroska",
-    "webm": "video/webm", "avi": "video/x-msvideo", "ts": "video/mp2t",
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "ts": "video/mp2t",
 }
 
 
@@ -27,7 +35,7 @@ def _decode_data_url(url: str) -> tuple[str, bytes]:
     assert url.startswith("data:")
     header, _, payload = url.partition(",")
     assert header.endswith(";base64")
-    return header[len("data:"):-len(";base64")], base64.b64decode(payload)
+    return header[len("data:") : -len(";base64")], base64.b64decode(payload)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_IMAGE))

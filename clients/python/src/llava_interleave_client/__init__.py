@@ -9,20 +9,50 @@ from importlib.metadata import version as _version
 # Re-exported names are imported "as themselves" (explicit re-exports for type checkers).
 from openai import (
     APIConnectionError as APIConnectionError,
+)
+from openai import (
     APIError as APIError,
+)
+from openai import (
     APIResponseValidationError as APIResponseValidationError,
+)
+from openai import (
     APIStatusError as APIStatusError,
+)
+from openai import (
     APITimeoutError as APITimeoutError,
+)
+from openai import (
     AsyncStream as AsyncStream,
+)
+from openai import (
     AuthenticationError as AuthenticationError,
+)
+from openai import (
     BadRequestError as BadRequestError,
+)
+from openai import (
     ConflictError as ConflictError,
+)
+from openai import (
     InternalServerError as InternalServerError,
+)
+from openai import (
     NotFoundError as NotFoundError,
+)
+from openai import (
     OpenAIError as OpenAIError,
+)
+from openai import (
     PermissionDeniedError as PermissionDeniedError,
+)
+from openai import (
     RateLimitError as RateLimitError,
+)
+from openai import (
     Stream as Stream,
+)
+from openai import (
     UnprocessableEntityError as UnprocessableEntityError,
 )
 from openai.types import Model as Model

@@ -8,7 +8,8 @@ instead of ending quietly, so an answer cut by a proxy or a dying server never l
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx2  # openai's HTTP library (a dependency of openai>=3)
 import openai

@@ -153,5 +153,7 @@ def media_url(source: Any, want: Literal["image", "video"]) -> str:
                 "WEBP, BMP or TIFF and videos MP4, MOV, WebM, MKV, AVI or MPEG-TS"
             )
         if kind != want:
-            raise MediaError(f"{what}: content is {media_type}, not {'an' if want == 'image' else 'a'} {want}")
+            raise MediaError(
+                f"{what}: content is {media_type}, not {'an' if want == 'image' else 'a'} {want}"
+            )
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"

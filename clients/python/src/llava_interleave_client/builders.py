@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Sequence, Union, cast
+from typing import Any, cast
 
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
@@ -39,7 +40,7 @@ __all__ = ["text", "image", "video", "scene", "user", "system", "assistant", "me
 # A path (str or PathLike), bytes / bytearray / memoryview, a binary file object, a PIL image or a URL string.
 ImageSource = Any
 VideoSource = Any
-Part = Union[str, ContentPart, Sequence[Any]]
+Part = str | ContentPart | Sequence[Any]
 
 
 def text(value: str) -> ChatCompletionContentPartTextParam:
@@ -84,7 +85,9 @@ def video(source: VideoSource, *, num_frames: int | None = None, fps: float | No
         MediaError: content that is not MP4 / MOV / WebM / MKV / AVI / MPEG-TS.
         ValueError: ``num_frames`` < 1 or ``fps`` <= 0.
     """
-    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1):
+    if num_frames is not None and (
+        isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1
+    ):
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
@@ -96,12 +99,14 @@ def video(source: VideoSource, *, num_frames: int | None = None, fps: float | No
     return {"type": "video_url", "video_url": body}
 
 
-def _natural_key(path: Path) -> List[Any]:
+def _natural_key(path: Path) -> list[Any]:
     """Sort key so that ``view2.png`` comes before ``view10.png``."""
-    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", path.name)]
+    return [
+        (0, int(tok), "") if tok.isdigit() else (1, 0, tok.lower()) for tok in re.split(r"(\d+)", path.name)
+    ]
 
 
-def _scene_folder(folder: Path) -> List[Path]:
+def _scene_folder(folder: Path) -> list[Path]:
     """The image files directly inside ``folder`` (content-detected, hidden files skipped), sorted."""
     files = []
     for entry in folder.iterdir():
@@ -116,7 +121,7 @@ def _scene_folder(folder: Path) -> List[Path]:
 
 
 def scene(
-    views: Union[str, "os.PathLike[str]", Sequence[ImageSource]], labels: Sequence[str] | None = None
+    views: str | os.PathLike[str] | Sequence[ImageSource], labels: Sequence[str] | None = None
 ) -> ScenePart:
     """A 3D scene part: several views of one scene, in order, each view one image (729 tokens).
 
@@ -140,10 +145,14 @@ def scene(
         if not folder.exists():
             raise FileNotFoundError(f"scene folder {str(folder)!r} does not exist")
         if not folder.is_dir():
-            raise NotADirectoryError(f"scene(views=...) takes a folder or a list of views, got file {str(folder)!r}")
-        view_list: List[Any] = list(_scene_folder(folder))
+            raise NotADirectoryError(
+                f"scene(views=...) takes a folder or a list of views, got file {str(folder)!r}"
+            )
+        view_list: list[Any] = list(_scene_folder(folder))
     elif isinstance(views, (str, bytes, bytearray)) or is_pil_image(views):
-        raise MediaError("scene(views=...) takes a folder or a sequence of views; wrap a single view in a list")
+        raise MediaError(
+            "scene(views=...) takes a folder or a sequence of views; wrap a single view in a list"
+        )
     else:
         view_list = list(cast(Sequence[ImageSource], views))
     if not view_list:
@@ -160,8 +169,8 @@ def scene(
     return {"type": "scene_views", "scene_views": body}
 
 
-def _parts(items: Sequence[Part]) -> List[ContentPart]:
-    parts: List[ContentPart] = []
+def _parts(items: Sequence[Part]) -> list[ContentPart]:
+    parts: list[ContentPart] = []
     for item in items:
         if isinstance(item, str):
             parts.append(text(item))

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -35,8 +36,13 @@ class _Part(argparse.Action):
     ``--video`` / ``--scene`` append a part; ``--num-frames`` / ``--fps`` / ``--labels`` set that field of
     the last ``--video`` / ``--scene`` before them (before any ``--video``: of all the later ones)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         parts = namespace.parts = list(namespace.parts)  # never the shared default list
         if self.dest not in ("num_frames", "fps", "labels"):
             later = namespace.video_defaults if self.dest == "video" else {}
@@ -66,21 +72,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(parts=[], video_defaults={})
     g = p.add_argument_group("content (sent in command-line order)")
-    g.add_argument("--text", "-t", action=_Part, metavar="TEXT", help="a text part (bare words are text parts too)")
+    g.add_argument(
+        "--text", "-t", action=_Part, metavar="TEXT", help="a text part (bare words are text parts too)"
+    )
     g.add_argument("--image", "-i", action=_Part, metavar="PATH|URL", help="an image file or URL")
     g.add_argument("--video", "-v", action=_Part, metavar="PATH|URL", help="a video file or URL")
-    g.add_argument("--num-frames", dest="num_frames", type=int, action=_Part, metavar="N",
-                   help="frames to sample from the preceding --video (server default 16)")
-    g.add_argument("--fps", type=float, action=_Part, metavar="F",
-                   help="sample the preceding --video at F frames per second instead")
-    g.add_argument("--scene", "-s", action=_Part, metavar="V1,V2,...|DIR",
-                   help="a 3D scene: comma-separated views, or a folder of view images (sorted)")
-    g.add_argument("--labels", action=_Part, metavar="L1,L2,...",
-                   help="labels of the views of the preceding --scene (comma-separated)")
+    g.add_argument(
+        "--num-frames",
+        dest="num_frames",
+        type=int,
+        action=_Part,
+        metavar="N",
+        help="frames to sample from the preceding --video (server default 16)",
+    )
+    g.add_argument(
+        "--fps",
+        type=float,
+        action=_Part,
+        metavar="F",
+        help="sample the preceding --video at F frames per second instead",
+    )
+    g.add_argument(
+        "--scene",
+        "-s",
+        action=_Part,
+        metavar="V1,V2,...|DIR",
+        help="a 3D scene: comma-separated views, or a folder of view images (sorted)",
+    )
+    g.add_argument(
+        "--labels",
+        action=_Part,
+        metavar="L1,L2,...",
+        help="labels of the views of the preceding --scene (comma-separated)",
+    )
     g.add_argument("--system", metavar="TEXT", help="a system message")
 
     c = p.add_argument_group("connection and sampling")
-    c.add_argument("--base-url", default=None, help="API root (default $INTERLEAVE_BASE_URL or http://127.0.0.1:8000/v1)")
+    c.add_argument(
+        "--base-url", default=None, help="API root (default $INTERLEAVE_BASE_URL or http://127.0.0.1:8000/v1)"
+    )
     c.add_argument("--api-key", default=None, help="API key (default $INTERLEAVE_API_KEY)")
     c.add_argument("--model", "-m", default=None, help="model name (default: the first of GET /v1/models)")
     c.add_argument("--max-tokens", type=int, default=None, metavar="N")
@@ -95,12 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _normalize_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
+def _normalize_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
     """Rewrite bare words as ``--text=WORD`` so that argparse keeps them in their command-line place
     (it would otherwise collect all positionals in one group, losing their order among the options).
     Everything after ``--`` is text."""
     takes_value = {opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings}
-    out: List[str] = []
+    out: list[str] = []
     it = iter(argv)
     for tok in it:
         if tok == "--":
@@ -115,13 +145,13 @@ def _normalize_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Lis
     return out
 
 
-def build_messages(args: argparse.Namespace) -> List[ChatCompletionMessageParam]:
+def build_messages(args: argparse.Namespace) -> list[ChatCompletionMessageParam]:
     """The messages for parsed arguments (reads the media files).
 
     Raises:
         FileNotFoundError, MediaError: unreadable or unsupported media.
     """
-    parts: List[Any] = []
+    parts: list[Any] = []
     for spec in args.parts:
         kind, value = spec["kind"], spec["value"]
         if kind == "text":
@@ -135,7 +165,7 @@ def build_messages(args: argparse.Namespace) -> List[ChatCompletionMessageParam]
             if "," in value or not os.path.isdir(value):
                 views = [v.strip() for v in value.split(",") if v.strip()]
             parts.append(scene(views, labels=spec.get("labels")))
-    messages: List[ChatCompletionMessageParam] = [system(args.system)] if args.system else []
+    messages: list[ChatCompletionMessageParam] = [system(args.system)] if args.system else []
     messages.append(user(*parts))
     return messages
 
@@ -154,21 +184,29 @@ def _error_text(exc: BaseException) -> str:
 
 def _run(args: argparse.Namespace, out: Any, err: Any) -> None:
     messages = build_messages(args)
-    kwargs: Dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
-    with Client(base_url=args.base_url, api_key=args.api_key, max_retries=args.max_retries, **kwargs) as client:
+    kwargs: dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
+    with Client(
+        base_url=args.base_url, api_key=args.api_key, max_retries=args.max_retries, **kwargs
+    ) as client:
         model = args.model or next((m.id for m in client.models.list()), None)
         if model is None:
             raise openai.OpenAIError("the server lists no models; pass --model")
-        sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                    "seed": args.seed}
-        request: Dict[str, Any] = {k: v for k, v in sampling.items() if v is not None}
+        sampling = {
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "seed": args.seed,
+        }
+        request: dict[str, Any] = {k: v for k, v in sampling.items() if v is not None}
         if args.image_placement:
             request["extra_body"] = {"image_placement": args.image_placement}
         usage = None
         if args.stream:
             if args.usage:
                 request["stream_options"] = {"include_usage": True}
-            with client.chat.completions.create(model=model, messages=messages, stream=True, **request) as stream:
+            with client.chat.completions.create(
+                model=model, messages=messages, stream=True, **request
+            ) as stream:
                 for chunk in stream:
                     for choice in chunk.choices:
                         out.write(choice.delta.content or "")
@@ -181,11 +219,13 @@ def _run(args: argparse.Namespace, out: Any, err: Any) -> None:
             usage = completion.usage
         out.flush()
         if args.usage and usage is not None:
-            err.write(f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
-                      f"total {usage.total_tokens} tokens\n")
+            err.write(
+                f"usage: prompt {usage.prompt_tokens}, completion {usage.completion_tokens}, "
+                f"total {usage.total_tokens} tokens\n"
+            )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(_normalize_argv(parser, list(sys.argv[1:] if argv is None else argv)))

@@ -9,7 +9,7 @@ re-exported by the package. Wire format of the parts this server adds::
 
 from __future__ import annotations
 
-from typing import List, Literal, Union
+from typing import Literal
 
 from openai.types.chat import ChatCompletionContentPartParam
 from typing_extensions import Required, TypedDict
@@ -36,9 +36,9 @@ class VideoPart(TypedDict):
 
 
 class SceneViews(TypedDict, total=False):
-    urls: Required[List[str]]
+    urls: Required[list[str]]
     """The views of one 3D scene, in order; each view is one image (729 tokens)."""
-    labels: List[str]
+    labels: list[str]
     """A name per view (e.g. the camera), written as text before its view."""
 
 
@@ -47,5 +47,5 @@ class ScenePart(TypedDict):
     scene_views: SceneViews
 
 
-ContentPart = Union[ChatCompletionContentPartParam, VideoPart, ScenePart]
+ContentPart = ChatCompletionContentPartParam | VideoPart | ScenePart
 """Any content part of a user message: OpenAI's (text, image_url, ...) and this server's."""
