@@ -83,7 +83,10 @@ def _stream(base_url: str, events: _Events, name: str, *, priority: int, max_tok
     def run() -> None:
         seen_first = False
         try:
-            with httpx.Client(base_url=base_url, timeout=WAIT_S) as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+            with (
+                httpx.Client(base_url=base_url, timeout=WAIT_S) as c,
+                c.stream("POST", "/v1/chat/completions", json=body) as r,
+            ):
                 if r.status_code != 200:
                     events.errors.append(f"{name}: HTTP {r.status_code} {r.read()!r}")
                     return
@@ -121,8 +124,12 @@ def _wait_waiting(client: httpx.Client, at_least: int, server: RunningServer, ev
     fails at once if A, the request they wait behind, has ended)."""
     deadline = time.monotonic() + WAIT_S
     while (n := _num_waiting(client)) < at_least:
-        assert not events.done["A"].is_set(), f"A ended while only {n} requests waited, wanted {at_least}: {events.log}"
-        assert time.monotonic() < deadline, f"only {n} requests waiting, wanted {at_least}\n{server.log_tail()}"
+        assert not events.done["A"].is_set(), (
+            f"A ended while only {n} requests waited, wanted {at_least}: {events.log}"
+        )
+        assert time.monotonic() < deadline, (
+            f"only {n} requests waiting, wanted {at_least}\n{server.log_tail()}"
+        )
         time.sleep(0.02)
 
 
