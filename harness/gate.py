@@ -32,7 +32,7 @@ def main() -> int:
         proc = subprocess.run(cmd, cwd=REPO)
         results.append((name, proc.returncode, time.monotonic() - start))
     for name, code, seconds in results:
-        print(f"gate: {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {seconds:.1f} s")
+        print(f"gate: {name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {seconds:.2f} s")
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 
