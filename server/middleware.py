@@ -25,7 +25,16 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, no spaces
-_ENDPOINTS = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
+_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/tokenize",
+    "/detokenize",
+    "/health",
+    "/ready",
+    "/metrics",
+)
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 """Requests that get one ``request`` log line each (:func:`server.logs.log_request`)."""
 
