@@ -47,7 +47,7 @@ from server.schemas import (
     unsupported_parameter,
     wire,
 )
-from server.streaming import DONE, ClientDisconnected, SSEResponse, run_unless_disconnected, sse_event
+from server.streaming import DONE, ClientDisconnected, run_unless_disconnected, sse_event
 
 router = APIRouter()
 
@@ -387,12 +387,11 @@ async def completions(request: Request) -> Response:
     """OpenAI's ``POST /v1/completions`` (see the module docstring)."""
     from server.routes import (
         CLIENT_CLOSED,
-        _timed_out,
-        _until_deadline,
         admit,
         app_state,
         read_json_body,
         require_service,
+        run_generation,
     )
 
     st = app_state(request)
@@ -408,40 +407,16 @@ async def completions(request: Request) -> Response:
         prepared, echo = await run_unless_disconnected(request.receive, _prepare(service, body, arrival))
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-    if not body.stream:
-        try:
-            result = await run_unless_disconnected(
-                request.receive, asyncio.wait_for(_complete(service, prepared, echo), remaining)
-            )
-        except ClientDisconnected:
-            await service.abort(prepared)
-            return Response(status_code=CLIENT_CLOSED)
-        except asyncio.TimeoutError:
-            await service.abort(prepared)
-            raise _timed_out(st, timeout_s) from None
-        return JSONResponse(wire(result))
-    steps = service.generate(prepared)
-    try:
-        first = await run_unless_disconnected(
-            request.receive, asyncio.wait_for(anext(steps, None), remaining)
-        )
-    except ClientDisconnected:
-        await service.abort(prepared)
-        return Response(status_code=CLIENT_CLOSED)
-    except asyncio.TimeoutError:
-        await service.abort(prepared)
-        raise _timed_out(st, timeout_s) from None
-
-    async def abort() -> None:
-        await service.abort(prepared)
-
-    def stream_timed_out() -> APIError:
-        asyncio.ensure_future(service.abort(prepared))
-        return _timed_out(st, timeout_s)
-
-    bounded = _until_deadline(steps, deadline, stream_timed_out)
-    return SSEResponse(_stream(service, prepared, bounded, first, echo), on_disconnect=abort)
+    return await run_generation(
+        request,
+        st,
+        service,
+        prepared,
+        stream=bool(body.stream),
+        deadline=deadline,
+        complete=lambda: _complete(service, prepared, echo),
+        events=lambda steps, first: _stream(service, prepared, steps, first, echo),
+    )
 
 
 # -- tokenize / detokenize ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -199,6 +199,63 @@ async def _until_deadline(
         yield step
 
 
+async def run_generation(
+    request: Request,
+    st: AppState,
+    service: ChatService,
+    prepared: Any,
+    *,
+    stream: bool,
+    deadline: float,
+    complete: Callable[[], Awaitable[Any]],
+    events: Callable[[AsyncIterator[Any], Any], AsyncIterator[bytes]],
+) -> Response:
+    """Run a prepared generation request to its response, within its deadline, for both
+    ``/v1/chat/completions`` and ``/v1/completions``.
+
+    Non-streaming: ``complete()`` gives the response object (sent as JSON). Streaming: the first
+    engine output is awaited before answering 200 (so errors up to the prefill are ordinary HTTP
+    errors), then ``events(steps, first)`` gives the SSE events. A client that disconnects has its
+    engine request aborted (status 499 recorded); past ``deadline`` (``loop.time()``) the engine
+    request is aborted and the answer is 504, or an SSE error event once streaming.
+
+    Raises:
+        APIError: 504 when the deadline passes before the response (or first output) is ready.
+    """
+    loop = asyncio.get_running_loop()
+    timeout_s = st.settings.request_timeout_seconds
+
+    async def within_deadline(awaitable: Awaitable[T]) -> T:
+        try:
+            return await run_unless_disconnected(
+                request.receive, asyncio.wait_for(awaitable, max(0.0, deadline - loop.time()))
+            )
+        except ClientDisconnected:
+            await service.abort(prepared)
+            raise
+        except asyncio.TimeoutError:
+            await service.abort(prepared)
+            raise _timed_out(st, timeout_s) from None
+
+    try:
+        if not stream:
+            return JSONResponse(wire(await within_deadline(complete())))
+        steps = service.generate(prepared)
+        first = await within_deadline(anext(steps, None))
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+
+    async def abort() -> None:
+        await service.abort(prepared)
+
+    def stream_timed_out() -> APIError:
+        asyncio.ensure_future(service.abort(prepared))
+        return _timed_out(st, timeout_s)
+
+    bounded = _until_deadline(steps, deadline, stream_timed_out)
+    return SSEResponse(events(bounded, first), on_disconnect=abort)
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     st = app_state(request)
@@ -210,10 +267,6 @@ async def chat_completions(request: Request) -> Response:
     admit(request, st, service.max_images(chat), raw_size)
     timeout_s = st.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout_s
-
-    def timed_out() -> APIError:
-        return _timed_out(st, timeout_s)
-
     try:
         prepared = await run_unless_disconnected(
             request.receive, asyncio.wait_for(service.prepare(chat, arrival), timeout_s)
@@ -221,42 +274,14 @@ async def chat_completions(request: Request) -> Response:
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
     except asyncio.TimeoutError:
-        raise timed_out() from None
-
-    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-    if not chat.stream:
-        try:
-            completion = await run_unless_disconnected(
-                request.receive, asyncio.wait_for(service.complete(prepared), remaining)
-            )
-        except ClientDisconnected:
-            await service.abort(prepared)
-            return Response(status_code=CLIENT_CLOSED)
-        except asyncio.TimeoutError:
-            await service.abort(prepared)
-            raise timed_out() from None
-        return JSONResponse(wire(completion))
-
-    steps = service.generate(prepared)
-    try:
-        # Wait for the first output before answering 200, so that errors up to the prefill are
-        # ordinary HTTP errors; later ones become an SSE error event.
-        first = await run_unless_disconnected(
-            request.receive, asyncio.wait_for(anext(steps, None), remaining)
-        )
-    except ClientDisconnected:
-        await service.abort(prepared)
-        return Response(status_code=CLIENT_CLOSED)
-    except asyncio.TimeoutError:
-        await service.abort(prepared)
-        raise timed_out() from None
-
-    async def abort() -> None:
-        await service.abort(prepared)
-
-    def stream_timed_out() -> APIError:
-        asyncio.ensure_future(service.abort(prepared))
-        return timed_out()
-
-    bounded = _until_deadline(steps, deadline, stream_timed_out)
-    return SSEResponse(service.stream(prepared, bounded, first), on_disconnect=abort)
+        raise _timed_out(st, timeout_s) from None
+    return await run_generation(
+        request,
+        st,
+        service,
+        prepared,
+        stream=bool(chat.stream),
+        deadline=deadline,
+        complete=lambda: service.complete(prepared),
+        events=lambda steps, first: service.stream(prepared, steps, first),
+    )
