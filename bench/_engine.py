@@ -35,20 +35,11 @@ if str(ROOT) not in sys.path:
 
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) of this process (`api`) and its descendants by process name."""
-    import psutil
+    import os
 
-    root = psutil.Process()
-    out: dict[str, float] = {}
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            name = "api" if proc.pid == root.pid else proc.name()
-            if name.startswith("python") or "resource_tracker" in " ".join(proc.cmdline()):
-                name = "helper"
-            out[name] = out.get(name, 0.0) + t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    from bench._servers import process_tree_cpu_seconds
+
+    return process_tree_cpu_seconds(os.getpid())
 
 
 def run_engine_round(

@@ -171,27 +171,8 @@ class RunningServer(harness_servers.RunningServer):
     scheduler: dict = field(default_factory=dict)
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) so far of the server process and of each of its descendants,
-        keyed by role: ``api`` (the HTTP server process) and the others by process name
-        (``VLLM::EngineCore``, ``VLLM::Worker``, ...)."""
-        import psutil
-
-        out: dict[str, float] = {}
-        try:
-            root = psutil.Process(self.process.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return out
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-                name = "api" if proc.pid == root.pid else proc.name()
-                if name.startswith("python") or "resource_tracker" in " ".join(proc.cmdline()):
-                    name = "helper"
-                out[name] = out.get(name, 0.0) + t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return out
+        """CPU seconds of the server process tree (see :func:`process_tree_cpu_seconds`)."""
+        return process_tree_cpu_seconds(self.process.pid)
 
 
 _SCHED_RE = re.compile(r"(max_num_batched_tokens)=(\d+)")  # logged by the engine when chunked prefill is on
@@ -220,3 +201,28 @@ def start_server(
     except OSError:
         pass
     return server
+
+
+def process_tree_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of process ``pid`` and of each of its descendants, keyed by
+    role: ``api`` (process ``pid`` itself, the HTTP server) and the others by process name
+    (``VLLM::EngineCore``, ``VLLM::Worker``, ...; Python helpers such as the resource tracker:
+    ``helper``)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return out
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            name = "api" if proc.pid == root.pid else proc.name()
+            if name.startswith("python") or "resource_tracker" in " ".join(proc.cmdline()):
+                name = "helper"
+            out[name] = out.get(name, 0.0) + t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
