@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_serve_bench_quick(tmp_path):
-    out = tmp_path / "serve.json"
+def _run_bench(tmp_path: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``bench/serve.py --quick ARGS --json OUT`` to the end; its exit code must be 0."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     proc = subprocess.run(
@@ -25,8 +25,7 @@ def test_serve_bench_quick(tmp_path):
             sys.executable,
             "bench/serve.py",
             "--quick",
-            "--servers",
-            "ours,vllm,engine",
+            *args,
             "--json",
             str(out),
             "--log-dir",
@@ -39,6 +38,12 @@ def test_serve_bench_quick(tmp_path):
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_serve_bench_quick(tmp_path):
+    out = tmp_path / "serve.json"
+    proc = _run_bench(tmp_path, out, "--servers", "ours,vllm,engine")
     lines = proc.stdout.splitlines()
     summary = lines[lines.index(next(line for line in lines if line.startswith("summary"))) :]
     assert any(line.startswith("ours ") for line in summary), proc.stdout
@@ -53,29 +58,7 @@ def test_serve_bench_quick(tmp_path):
 
 def test_serve_bench_chat_quick(tmp_path):
     out = tmp_path / "chat.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "bench/serve.py",
-            "--workload",
-            "chat",
-            "--quick",
-            "--servers",
-            "ours,engine",
-            "--json",
-            str(out),
-            "--log-dir",
-            str(tmp_path / "logs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _run_bench(tmp_path, out, "--workload", "chat", "--servers", "ours,engine")
     assert any(line.startswith("ratio ours/engine per turn:") for line in proc.stdout.splitlines()), (
         proc.stdout
     )
