@@ -278,3 +278,23 @@ def decode_all(data: bytes) -> list[np.ndarray]:
     """Every frame of the first video stream as RGB, in presentation order (reference decoder)."""
     with av.open(io.BytesIO(data)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def mixed_parts(num_frames: int = 4) -> list[dict]:
+    """The mixed request's content parts: text, two images, a video (8 frames at 4 fps, H.264, of
+    which ``num_frames`` are sampled) and a 3-view scene with labels, in that order
+    (2 + ``num_frames`` + 3 images of 729 visual tokens)."""
+    clip = encode_video(8, 4)
+    return [
+        {"type": "text", "text": "Compare these."},
+        {"type": "image_url", "image_url": {"url": png_url(32, 24, (220, 20, 20))}},
+        {"type": "image_url", "image_url": {"url": png_url(24, 32, (20, 20, 220))}},
+        {"type": "video_url", "video_url": {"url": video_url(clip), "num_frames": num_frames}},
+        {
+            "type": "scene_views",
+            "scene_views": {
+                "urls": [png_url(16, 16, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]],
+                "labels": ["front", "left", "back"],
+            },
+        },
+    ]

@@ -54,20 +54,7 @@ def lmms_server(lmms_checkpoint, tmp_path_factory):
 
 
 def _mixed_parts() -> list[dict]:
-    clip = media.encode_video(8, 4)
-    return [
-        {"type": "text", "text": "Compare these."},
-        {"type": "image_url", "image_url": {"url": media.png_url(32, 24, (220, 20, 20))}},
-        {"type": "image_url", "image_url": {"url": media.png_url(24, 32, (20, 20, 220))}},
-        {"type": "video_url", "video_url": {"url": media.video_url(clip), "num_frames": NUM_FRAMES}},
-        {
-            "type": "scene_views",
-            "scene_views": {
-                "urls": [media.png_url(16, 16, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]],
-                "labels": ["front", "left", "back"],
-            },
-        },
-    ]
+    return media.mixed_parts(NUM_FRAMES)
 
 
 def test_mixed_request_has_the_hf_layout_prompt_token_count(lmms_server, lmms_checkpoint, tiny_checkpoint):

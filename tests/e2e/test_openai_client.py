@@ -30,20 +30,7 @@ def tokenizer(live_server):
 @pytest.fixture(scope="module")
 def mixed_parts() -> list[dict]:
     """Text, two images, a video (8 frames at 4 fps, H.264 by PyAV) and a 3-view scene, in that order."""
-    clip = media.encode_video(8, 4)
-    return [
-        {"type": "text", "text": "Compare these."},
-        {"type": "image_url", "image_url": {"url": media.png_url(32, 24, (220, 20, 20))}},
-        {"type": "image_url", "image_url": {"url": media.png_url(24, 32, (20, 20, 220))}},
-        {"type": "video_url", "video_url": {"url": media.video_url(clip), "num_frames": NUM_FRAMES}},
-        {
-            "type": "scene_views",
-            "scene_views": {
-                "urls": [media.png_url(16, 16, c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]],
-                "labels": ["front", "left", "back"],
-            },
-        },
-    ]
+    return media.mixed_parts(NUM_FRAMES)
 
 
 def expected_text_tokens(tokenizer, rendered: str) -> int:
