@@ -127,7 +127,8 @@ class Admission:
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is admitted, at most ``timeout`` seconds. True if idle."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self.requests == 0

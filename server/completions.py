@@ -387,6 +387,7 @@ async def completions(request: Request) -> Response:
     """OpenAI's ``POST /v1/completions`` (see the module docstring)."""
     from server.routes import (
         CLIENT_CLOSED,
+        _timed_out,
         admit,
         app_state,
         read_json_body,
@@ -404,9 +405,13 @@ async def completions(request: Request) -> Response:
     timeout_s = st.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        prepared, echo = await run_unless_disconnected(request.receive, _prepare(service, body, arrival))
+        prepared, echo = await run_unless_disconnected(
+            request.receive, _prepare(service, body, arrival), deadline=deadline
+        )
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
+    except TimeoutError:
+        raise _timed_out(st, timeout_s) from None
     return await run_generation(
         request,
         st,

@@ -119,10 +119,9 @@ class RequestContextMiddleware:
 
         try:
             try:
-                replay = await asyncio.wait_for(
-                    self._read_body(scope, receive, headers), self.body_timeout_seconds
-                )
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.body_timeout_seconds):
+                    replay = await self._read_body(scope, receive, headers)
+            except TimeoutError:
                 self.metrics.timed_out.labels(phase="body").inc()
                 replay = request_timeout(
                     f"The request body did not arrive within {self.body_timeout_seconds:g} seconds."

@@ -187,14 +187,17 @@ async def _until_deadline(
     """``steps``, raising ``on_timeout()`` once ``deadline`` (``loop.time()``) has passed."""
     loop = asyncio.get_running_loop()
     while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
+        if loop.time() >= deadline:
             raise on_timeout()
         try:
-            step = await asyncio.wait_for(anext(steps), remaining)
+            # asyncio.timeout_at, not asyncio.wait_for: on Python 3.11 wait_for drops a cancellation
+            # that arrives as the step completes, so the stream of a client that went away (its
+            # pump is cancelled, server.streaming) would run on to max_tokens.
+            async with asyncio.timeout_at(deadline):
+                step = await anext(steps)
         except StopAsyncIteration:
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise on_timeout() from None
         yield step
 
@@ -222,18 +225,15 @@ async def run_generation(
     Raises:
         APIError: 504 when the deadline passes before the response (or first output) is ready.
     """
-    loop = asyncio.get_running_loop()
     timeout_s = st.settings.request_timeout_seconds
 
     async def within_deadline(awaitable: Awaitable[T]) -> T:
         try:
-            return await run_unless_disconnected(
-                request.receive, asyncio.wait_for(awaitable, max(0.0, deadline - loop.time()))
-            )
+            return await run_unless_disconnected(request.receive, awaitable, deadline=deadline)
         except ClientDisconnected:
             await service.abort(prepared)
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await service.abort(prepared)
             raise _timed_out(st, timeout_s) from None
 
@@ -269,11 +269,11 @@ async def chat_completions(request: Request) -> Response:
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         prepared = await run_unless_disconnected(
-            request.receive, asyncio.wait_for(service.prepare(chat, arrival), timeout_s)
+            request.receive, service.prepare(chat, arrival), deadline=deadline
         )
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise _timed_out(st, timeout_s) from None
     return await run_generation(
         request,

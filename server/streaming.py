@@ -41,13 +41,24 @@ async def wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def run_unless_disconnected(receive: Receive, coro: Awaitable[T]) -> T:
-    """Await ``coro`` but cancel it if the client disconnects first.
+async def _before(coro: Awaitable[T], deadline: float) -> T:
+    # asyncio.timeout_at, not asyncio.wait_for: on Python 3.11 wait_for returns the result instead
+    # of raising when it is cancelled just as ``coro`` completes, and the cancellation is lost.
+    async with asyncio.timeout_at(deadline):
+        return await coro
+
+
+async def run_unless_disconnected(
+    receive: Receive, coro: Awaitable[T], *, deadline: float | None = None
+) -> T:
+    """Await ``coro`` but cancel it if the client disconnects first, or once the event loop's clock
+    (``loop.time()``, seconds) passes ``deadline``.
 
     Raises:
         ClientDisconnected: the client went away; ``coro`` was cancelled (its cleanup ran).
+        TimeoutError: ``deadline`` passed first; ``coro`` was cancelled.
     """
-    task = asyncio.ensure_future(coro)
+    task = asyncio.ensure_future(coro if deadline is None else _before(coro, deadline))
     watcher = asyncio.ensure_future(wait_for_disconnect(receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,11 +127,12 @@ class SSEResponse(Response):
                 await self._client_gone()
                 return
             raise exc
-        # The client disconnected while we were producing.
+        # The client disconnected while we were producing: abort first, so the events end even if
+        # a cancellation is lost somewhere below the pump, then wait for the pump to stop.
         pump.cancel()
+        await self._client_gone()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump
-        await self._client_gone()
 
     async def _pump(self, send: Send, raw_headers: list[tuple[bytes, bytes]]) -> None:
         try:

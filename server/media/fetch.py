@@ -173,10 +173,9 @@ class Fetcher:
             return await loop.run_in_executor(self._executor, read_file_url, url, self.limits)
         if scheme in ("http", "https"):
             try:
-                return await asyncio.wait_for(
-                    self._fetch_http(url), timeout=self.limits.fetch_timeout_seconds
-                )
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+                async with asyncio.timeout(self.limits.fetch_timeout_seconds):
+                    return await self._fetch_http(url)
+            except (TimeoutError, httpx.TimeoutException):
                 raise MediaError(
                     f"fetching {shown_url(url)} did not finish within {self.limits.fetch_timeout_seconds:g} s"
                 ) from None

@@ -437,6 +437,23 @@ async def test_stream_disconnect_aborts_engine_request():
         assert (await h.client.post(URL, json=body())).status_code == 200
 
 
+async def test_stream_disconnect_aborts_a_stream_whose_steps_are_always_ready():
+    # An engine whose next step is ready at once (a fast model) is where a cancellation can arrive
+    # just as a step completes; asyncio.wait_for on Python 3.11 dropped it there, and the stream of
+    # a client that had gone ran on to max_tokens. Every disconnect must end the stream early.
+    engine = FakeEngine(eos_after=100_000)
+    async with running_app(engine=engine) as h:
+        for attempt in range(20):
+            sent = await _raw_asgi_stream(
+                h.app, body(stream=True, max_tokens=5000), disconnect_after_chunks=2
+            )
+            chunks = sum(1 for m in sent if m["type"] == "http.response.body")
+            assert chunks < 5000, f"attempt {attempt}: the stream ran to max_tokens after the disconnect"
+            assert len(engine.aborted) == attempt + 1
+            assert engine.active == set()
+        assert h.app.state.interleave.in_flight == 0
+
+
 async def test_non_stream_disconnect_aborts_engine_request():
     engine = FakeEngine(token_delay=0.02)
     async with running_app(engine=engine) as h:
