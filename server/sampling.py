@@ -47,7 +47,8 @@ def structured_output(request: Any) -> StructuredOutput | None:
         schema = rf.json_schema.schema_
         if schema is None:
             return StructuredOutput("json_object", True, param="response_format")
-        return StructuredOutput("json", schema, param="response_format")
+        # a schema that the grammar compiler rejects is a 400 naming the schema (docs/api.md)
+        return StructuredOutput("json", schema, param="response_format.json_schema.schema")
     if rf is not None and rf.type == "json_object":
         return StructuredOutput("json_object", True, param="response_format")
     so: StructuredOutputs | None = getattr(request, "structured_outputs", None)

@@ -396,7 +396,7 @@ async def test_sampling_fields_reach_the_engine():
         assert o.stop_token_ids == (7,) and o.include_stop_str_in_output and not o.skip_special_tokens
         assert o.logit_bias == ((12, 5.5),) and o.allowed_token_ids == (1, 2) and o.bad_words == ("x",)
         assert o.cache_salt == "s"
-        assert o.structured.kind == "json" and o.structured.param == "response_format"
+        assert o.structured.kind == "json" and o.structured.param == "response_format.json_schema.schema"
 
 
 async def test_structured_outputs_extension_and_json_object():
