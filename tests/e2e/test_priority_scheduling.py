@@ -53,10 +53,11 @@ def priority_server(tmp_path_factory, tiny_checkpoint_path):
     server.stop(timeout=60, group=False)
 
 
-def _num_waiting(client: httpx.Client) -> float:
-    """Sum of ``vllm:num_requests_waiting`` over engines, from ``/metrics``."""
+def _num_waiting(server: RunningServer) -> float:
+    """Sum of ``vllm:num_requests_waiting`` over engines, from ``/metrics`` (a new connection per
+    poll: a kept-alive one idle for uvicorn's 5 s keep-alive timeout can race the server's close)."""
     total = 0.0
-    for line in client.get("/metrics").text.splitlines():
+    for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines():
         if line.startswith(("vllm:num_requests_waiting{", "vllm:num_requests_waiting ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -131,11 +132,11 @@ def _send(base_url: str, request_id: str, priority: int, results: dict[str, int 
     return thread
 
 
-def _wait_waiting(client: httpx.Client, at_least: int, server: RunningServer, a: _LongStream) -> None:
+def _wait_waiting(at_least: int, server: RunningServer, a: _LongStream) -> None:
     """Poll ``/metrics`` until at least ``at_least`` requests wait in the engine's queue (bounded;
     fails at once if A, the request they wait behind, has ended)."""
     deadline = time.monotonic() + WAIT_S
-    while (n := _num_waiting(client)) < at_least:
+    while (n := _num_waiting(server)) < at_least:
         assert not a.ended.is_set(), f"A ended while only {n} requests waited, wanted {at_least}: {a.error}"
         assert time.monotonic() < deadline, (
             f"only {n} requests waiting, wanted {at_least}\n{server.log_tail()}"
@@ -165,18 +166,17 @@ def _run_ordering(server: RunningServer, priority_b: int, priority_c: int) -> li
     tag = uuid.uuid4().hex[:8]
     ids = {name: f"priority-{name}-{tag}" for name in "ABC"}
     results: dict[str, int | str] = {}
-    with httpx.Client(base_url=server.base_url, timeout=30) as client:
-        assert _num_waiting(client) == 0
-        a = _LongStream(server.base_url, ids["A"])
-        assert a.first_token.wait(WAIT_S) and a.error is None, f"A produced no token: {a.error}"
-        threads = [_send(server.base_url, ids["B"], priority_b, results)]
-        _wait_waiting(client, 1, server, a)
-        threads.append(_send(server.base_url, ids["C"], priority_c, results))
-        _wait_waiting(client, 2, server, a)
-        a.close()  # A's client goes away: the engine aborts A and runs its queue
-        for t in threads:
-            t.join(WAIT_S)
-            assert not t.is_alive(), f"{t.name} did not finish\n{server.log_tail()}"
+    assert _num_waiting(server) == 0
+    a = _LongStream(server.base_url, ids["A"])
+    assert a.first_token.wait(WAIT_S) and a.error is None, f"A produced no token: {a.error}"
+    threads = [_send(server.base_url, ids["B"], priority_b, results)]
+    _wait_waiting(1, server, a)
+    threads.append(_send(server.base_url, ids["C"], priority_c, results))
+    _wait_waiting(2, server, a)
+    a.close()  # A's client goes away: the engine aborts A and runs its queue
+    for t in threads:
+        t.join(WAIT_S)
+        assert not t.is_alive(), f"{t.name} did not finish\n{server.log_tail()}"
     assert a.error is None, a.error
     assert results == {ids["B"]: 200, ids["C"]: 200}, results
     order = _finish_order(server, [ids["B"], ids["C"]])
