@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import numpy as np
 
 from server.media.base import MediaError, MediaLimits, check_size
 from server.media.gop import AV_ERRORS, PickDecoder, Probe, probe_stream, video_stream
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["VideoFrames", "VideoPlan", "check_sampling", "plan_video", "sample_video"]
 
@@ -130,7 +133,13 @@ def _open_and_plan(
         check_size(source, "video", limits)
     try:
         container = _open_container(source)
-    except AV_ERRORS + (ValueError,):
+    except AV_ERRORS + (ValueError,) as exc:
+        # the client gets the plain message; the log keeps what FFmpeg / PyAV said
+        logger.info(
+            "video open failed (%d bytes): %r",
+            len(source) if isinstance(source, (bytes, bytearray, memoryview)) else -1,
+            exc,
+        )
         raise MediaError("the data is not a video in a format we can read") from None
     try:
         stream, time_base = video_stream(container, limits.max_image_pixels)
