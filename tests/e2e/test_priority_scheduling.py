@@ -18,7 +18,10 @@ time; every wait has a deadline.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +31,7 @@ import pytest
 
 from harness.servers import RunningServer, start_tiny_server
 
-LONG_TOKENS = 3500  # A: holds the single sequence slot while B and C are queued (about 20 s of
+LONG_TOKENS = 8000  # A: holds the single sequence slot while B and C are queued (about 50 s of
 # decoding for the tiny model on 2 CPU cores; it is aborted as soon as both are queued)
 SHORT_TOKENS = 4  # B and C
 WAIT_S = 120.0  # deadline for any single wait (first token, queued, request done)
@@ -45,7 +48,7 @@ def priority_server(tmp_path_factory, tiny_checkpoint_path):
             "--scheduling-policy", "priority",
             "--max-num-seqs", "1",
             "--drain-timeout-seconds", "10",
-            max_model_len=4096,
+            max_model_len=8192,
         )  # fmt: skip
     except RuntimeError as exc:
         pytest.fail(f"interleave-serve did not become ready: {exc}")
@@ -53,11 +56,10 @@ def priority_server(tmp_path_factory, tiny_checkpoint_path):
     server.stop(timeout=60, group=False)
 
 
-def _num_waiting(server: RunningServer) -> float:
-    """Sum of ``vllm:num_requests_waiting`` over engines, from ``/metrics`` (a new connection per
-    poll: a kept-alive one idle for uvicorn's 5 s keep-alive timeout can race the server's close)."""
+def _num_waiting(client: httpx.Client) -> float:
+    """Sum of ``vllm:num_requests_waiting`` over engines, from ``/metrics``."""
     total = 0.0
-    for line in httpx.get(server.base_url + "/metrics", timeout=30).text.splitlines():
+    for line in client.get("/metrics").text.splitlines():
         if line.startswith(("vllm:num_requests_waiting{", "vllm:num_requests_waiting ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -110,33 +112,45 @@ class _LongStream:
         self.thread.join(WAIT_S)
 
 
-def _send(base_url: str, request_id: str, priority: int, results: dict[str, int | str]) -> threading.Thread:
-    """A short non-streaming chat request in a thread; its status (or error) goes to ``results``."""
+_SEND = """
+import json, sys, httpx
+url, request_id, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+r = httpx.post(url, json=body, headers={"x-request-id": request_id}, timeout=float(sys.argv[4]))
+print(r.status_code)
+"""
+
+
+def _send(base_url: str, request_id: str, priority: int) -> subprocess.Popen:
+    """A short non-streaming chat request from a process of its own (threads of this process share
+    its GIL with A's reader and the /metrics polls, and were seen to start seconds late); it prints
+    the status code."""
     body = {
         "messages": [{"role": "user", "content": f"Request {request_id}: say something."}],
         "max_tokens": SHORT_TOKENS,
         "temperature": 0,
         "priority": priority,
     }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SEND,
+            base_url + "/v1/chat/completions",
+            request_id,
+            json.dumps(body),
+            str(WAIT_S),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
-    def run() -> None:
-        try:
-            with httpx.Client(base_url=base_url, timeout=WAIT_S) as c:
-                r = c.post("/v1/chat/completions", json=body, headers={"x-request-id": request_id})
-                results[request_id] = r.status_code
-        except Exception as exc:  # noqa: BLE001 - reported by the test thread
-            results[request_id] = repr(exc)
 
-    thread = threading.Thread(target=run, name=f"request-{request_id}", daemon=True)
-    thread.start()
-    return thread
-
-
-def _wait_waiting(at_least: int, server: RunningServer, a: _LongStream) -> None:
+def _wait_waiting(client: httpx.Client, at_least: int, server: RunningServer, a: _LongStream) -> None:
     """Poll ``/metrics`` until at least ``at_least`` requests wait in the engine's queue (bounded;
     fails at once if A, the request they wait behind, has ended)."""
     deadline = time.monotonic() + WAIT_S
-    while (n := _num_waiting(server)) < at_least:
+    while (n := _num_waiting(client)) < at_least:
         assert not a.ended.is_set(), f"A ended while only {n} requests waited, wanted {at_least}: {a.error}"
         assert time.monotonic() < deadline, (
             f"only {n} requests waiting, wanted {at_least}\n{server.log_tail()}"
@@ -165,20 +179,19 @@ def _run_ordering(server: RunningServer, priority_b: int, priority_c: int) -> li
     """A runs; B, then C are queued behind it; A is closed; returns ["B", "C"] in finishing order."""
     tag = uuid.uuid4().hex[:8]
     ids = {name: f"priority-{name}-{tag}" for name in "ABC"}
-    results: dict[str, int | str] = {}
-    assert _num_waiting(server) == 0
-    a = _LongStream(server.base_url, ids["A"])
-    assert a.first_token.wait(WAIT_S) and a.error is None, f"A produced no token: {a.error}"
-    threads = [_send(server.base_url, ids["B"], priority_b, results)]
-    _wait_waiting(1, server, a)
-    threads.append(_send(server.base_url, ids["C"], priority_c, results))
-    _wait_waiting(2, server, a)
+    # one kept-alive connection, polled every 50 ms (far inside uvicorn's 5 s keep-alive)
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        assert _num_waiting(client) == 0
+        a = _LongStream(server.base_url, ids["A"])
+        assert a.first_token.wait(WAIT_S) and a.error is None, f"A produced no token: {a.error}"
+        senders = {"B": _send(server.base_url, ids["B"], priority_b)}
+        _wait_waiting(client, 1, server, a)
+        senders["C"] = _send(server.base_url, ids["C"], priority_c)
+        _wait_waiting(client, 2, server, a)
     a.close()  # A's client goes away: the engine aborts A and runs its queue
-    for t in threads:
-        t.join(WAIT_S)
-        assert not t.is_alive(), f"{t.name} did not finish\n{server.log_tail()}"
+    statuses = {name: p.communicate(timeout=WAIT_S)[0].strip() for name, p in senders.items()}
     assert a.error is None, a.error
-    assert results == {ids["B"]: 200, ids["C"]: 200}, results
+    assert statuses == {"B": "200", "C": "200"}, statuses
     order = _finish_order(server, [ids["B"], ids["C"]])
     names = [name for r in order for name, i in ids.items() if i == r]
     print(f"\npriority B={priority_b} C={priority_c}: finished in the order {names}")
