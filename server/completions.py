@@ -47,7 +47,7 @@ from server.schemas import (
     unsupported_parameter,
     wire,
 )
-from server.streaming import DONE, ClientDisconnected, run_unless_disconnected, sse_event
+from server.streaming import DONE, ClientDisconnected, sse_event
 
 router = APIRouter()
 
@@ -387,9 +387,9 @@ async def completions(request: Request) -> Response:
     """OpenAI's ``POST /v1/completions`` (see the module docstring)."""
     from server.routes import (
         CLIENT_CLOSED,
-        _timed_out,
         admit,
         app_state,
+        prepare_within_deadline,
         read_json_body,
         require_service,
         run_generation,
@@ -405,13 +405,11 @@ async def completions(request: Request) -> Response:
     timeout_s = st.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        prepared, echo = await run_unless_disconnected(
-            request.receive, _prepare(service, body, arrival), deadline=deadline
+        prepared, echo = await prepare_within_deadline(
+            request, st, _prepare(service, body, arrival), deadline
         )
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    except TimeoutError:
-        raise _timed_out(st, timeout_s) from None
     return await run_generation(
         request,
         st,

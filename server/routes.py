@@ -202,6 +202,22 @@ async def _until_deadline(
         yield step
 
 
+async def prepare_within_deadline(
+    request: Request, st: AppState, prepare: Awaitable[T], deadline: float
+) -> T:
+    """Await ``prepare`` (media fetch, decode, prompt build) for ``/v1/chat/completions`` and
+    ``/v1/completions``, cancelled if the client disconnects or ``deadline`` (``loop.time()``) passes.
+
+    Raises:
+        ClientDisconnected: the client went away (the caller answers 499).
+        APIError: 504 when the deadline passed first.
+    """
+    try:
+        return await run_unless_disconnected(request.receive, prepare, deadline=deadline)
+    except TimeoutError:
+        raise _timed_out(st, st.settings.request_timeout_seconds) from None
+
+
 async def run_generation(
     request: Request,
     st: AppState,
@@ -268,13 +284,9 @@ async def chat_completions(request: Request) -> Response:
     timeout_s = st.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        prepared = await run_unless_disconnected(
-            request.receive, service.prepare(chat, arrival), deadline=deadline
-        )
+        prepared = await prepare_within_deadline(request, st, service.prepare(chat, arrival), deadline)
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
-    except TimeoutError:
-        raise _timed_out(st, timeout_s) from None
     return await run_generation(
         request,
         st,
