@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
+import av
 import httpx
 import numpy as np
 from PIL import Image
@@ -17,10 +18,17 @@ from model_adapter.preprocess import resize_image
 from server.media.base import MediaError, MediaLimits, shown_url
 from server.media.cache import MediaCache, content_digest, content_key, frame_key
 from server.media.fetch import Fetcher
-from server.media.gop import PickDecoder
+from server.media.gop import PickDecoder, SharedFrames
 from server.media.image import ImageDecoder
-from server.media.threaded import decode_gop_range, gop_ranges, merge_gop_runs
-from server.media.video import VideoFrames, VideoPlan, check_sampling, plan_video, sample_video
+from server.media.threaded import close_all, decode_gop_range, gop_ranges, merge_gop_runs, open_spare
+from server.media.video import (
+    VideoFrames,
+    VideoPlan,
+    check_sampling,
+    open_and_plan_video,
+    sample_planned_video,
+    sample_video,
+)
 
 __all__ = ["MediaLoader", "MediaLoaderProtocol"]
 
@@ -72,7 +80,7 @@ class MediaLoader:
     `load_image_with_key` and `VideoFrames.frame_keys` hand the keys on (to vLLM as
     `multi_modal_uuids`). Cached values are shared: video frame arrays are read-only.
 
-    A video whose picks lie in several GOPs is decoded as up to `max_workers` ranges of whole GOPs,
+    A video whose picks lie in several GOPs is decoded as up to `max_workers` sets of whole GOPs,
     each a task on the worker pool with its own demuxer over the same bytes, beside the request's
     other images and videos; the frames are exactly those of `sample_video`.
     """
@@ -150,32 +158,58 @@ class MediaLoader:
         return dataclasses.replace(video, frame_keys=[frame_key(key, i) for i in range(len(video.frames))])
 
     async def _sample_video_async(self, data: bytes, num_frames: int, fps: float | None) -> VideoFrames:
-        """`_sample_video` with ranges of the GOPs that hold picks decoded as separate pool tasks
+        """`_sample_video` with sets of the GOPs that hold picks decoded as separate pool tasks
         (resized in the same task); the sequential sampler whenever that cannot give its exact
-        frames."""
+        frames. The further containers are opened while the first is probed, and the probed one
+        decodes the first set (as `sample_video_threaded`)."""
         video = None
         if self._workers > 1:
-            plan = await self._run(
-                lambda: plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits)
+            planned = asyncio.ensure_future(
+                self._run(
+                    lambda: open_and_plan_video(data, num_frames=num_frames, fps=fps, limits=self.limits)
+                )
             )
-            ranges, thread_type = gop_ranges(plan, self._workers)
-            if len(ranges) > 1:
+            spares = await asyncio.gather(*(self._run(open_spare, data) for _ in range(self._workers - 1)))
+            opened = [c for c in spares if c is not None]
+            try:
+                plan, probed = await planned
+            except BaseException:
+                close_all(opened)
+                raise
+            ranges, thread_type = gop_ranges(plan, 1 + len(opened))
+            close_all(opened[len(ranges) - 1 :])
+            if len(ranges) <= 1:
+                video = await self._run(self._sample_planned, plan, probed)
+            else:
+                shared = SharedFrames(len(plan.wanted)) if self.resize_to is None else None
+                containers = [probed, *opened[: len(ranges) - 1]]
                 runs = await asyncio.gather(
-                    *(self._run(self._decode_range, plan, r, thread_type) for r in ranges)
+                    *(
+                        self._run(self._decode_range, plan, picks, thread_type, c, i > 0, shared)
+                        for i, (picks, c) in enumerate(zip(ranges, containers, strict=True))
+                    )
                 )
                 complete = [r for r in runs if r is not None]
                 if len(complete) == len(runs):
-                    video = merge_gop_runs(plan, complete)  # None: a run was incomplete
+                    video = merge_gop_runs(plan, complete, shared)  # None: a run was incomplete
         if video is None:
             video = await self._run(self._sample_video, data, num_frames, fps)
         video.frames.flags.writeable = False  # shared through the cache
         return video
 
-    def _decode_range(self, plan: VideoPlan, picks: list[int], thread_type: str) -> PickDecoder | None:
-        """The picks of one GOP range decoded and resized (a worker task); None when decoding raised
-        (the sequential sampler then reports or recovers)."""
+    def _decode_range(
+        self,
+        plan: VideoPlan,
+        picks: list[int],
+        thread_type: str,
+        container: av.container.InputContainer,
+        fresh: bool,
+        shared: SharedFrames | None,
+    ) -> PickDecoder | None:
+        """The picks of one GOP set decoded (from `container`, which it closes) and resized (a
+        worker task); None when decoding raised (the sequential sampler then reports or recovers)."""
         try:
-            run = decode_gop_range(plan, picks, thread_type)
+            run = decode_gop_range(plan, picks, thread_type, container=container, fresh=fresh, shared=shared)
         except Exception:  # noqa: BLE001 - any decoder failure: the sequential path decides
             return None
         if self.resize_to is not None and run.frames is not None:
@@ -189,7 +223,14 @@ class MediaLoader:
         return Image.fromarray(resize_image(image, self.resize_to))
 
     def _sample_video(self, data: bytes, num_frames: int, fps: float | None) -> VideoFrames:
-        video = sample_video(data, num_frames=num_frames, fps=fps, limits=self.limits)
+        """`sample_video`, resized (a worker task)."""
+        return self._resized_video(sample_video(data, num_frames=num_frames, fps=fps, limits=self.limits))
+
+    def _sample_planned(self, plan: VideoPlan, container: av.container.InputContainer) -> VideoFrames:
+        """`sample_planned_video` (from the probed container), resized (a worker task)."""
+        return self._resized_video(sample_planned_video(plan, container))
+
+    def _resized_video(self, video: VideoFrames) -> VideoFrames:
         if self.resize_to is not None and len(video.frames):
             video.frames = self._resized(video.frames)
         return video

@@ -4,8 +4,9 @@
 once without decoding (`gop.probe_stream`: real frame times, key frames, end); `_plan` picks the frames;
 `gop.PickDecoder` decodes just those. Failures a user caused raise `MediaError` (HTTP 400).
 
-`plan_video` (the checks, probe and picks without decoding) and `VideoPlan` are what the threaded
-sampler (`server.media.threaded`) builds on.
+`plan_video` (the checks, probe and picks without decoding), `open_and_plan_video` (the same, the
+probed container kept open), `sample_planned_video`, `open_video` and `VideoPlan` are what the
+threaded sampler (`server.media.threaded`) builds on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from server.media.gop import AV_ERRORS, PickDecoder, Probe, probe_stream, video_
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VideoFrames", "VideoPlan", "check_sampling", "plan_video", "sample_video"]
+__all__ = [
+    "VideoFrames",
+    "VideoPlan",
+    "check_sampling",
+    "open_and_plan_video",
+    "open_video",
+    "plan_video",
+    "sample_planned_video",
+    "sample_video",
+]
 
 # Demuxers FFmpeg may pick for user bytes. A whitelist keeps playlist / concat demuxers (which
 # open further URLs or files by themselves), text "video" demuxers (tty) and image sequences out.
@@ -74,7 +84,10 @@ class VideoPlan:
     duration: float
 
 
-def _open_container(source: bytes | str | Path) -> av.container.InputContainer:
+def open_video(source: bytes | str | Path) -> av.container.InputContainer:
+    """A PyAV input container over video bytes (no protocols) or a local path (files only), the
+    demuxers limited to the video formats we read. Raises what PyAV raises (`AV_ERRORS`,
+    ValueError) for data FFmpeg cannot open; `open_and_plan_video` turns that into a MediaError."""
     options = {"format_whitelist": _VIDEO_FORMATS}
     if isinstance(source, (bytes, bytearray, memoryview)):
         # Nested opens (playlists, references) get no protocol at all.
@@ -123,16 +136,21 @@ def check_sampling(num_frames: int, fps: float | None, limits: MediaLimits) -> N
         raise MediaError(f"fps must be a positive number, got {fps}")
 
 
-def _open_and_plan(
-    source: bytes | str | Path, num_frames: int, fps: float | None, limits: MediaLimits
+def open_and_plan_video(
+    source: bytes | str | Path,
+    *,
+    num_frames: int = 16,
+    fps: float | None = None,
+    limits: MediaLimits = MediaLimits(),
 ) -> tuple[VideoPlan, av.container.InputContainer]:
-    """Check, open and probe `source` and pick its frames; the container stays open (probed to
-    the end) for the caller, who closes it. Raises MediaError as `sample_video`."""
+    """`plan_video`, with the probed container kept open (demuxed to its end) for the caller, who
+    decodes from it (`sample_planned_video`, or `PickDecoder.run(container, fresh=False)`) or closes
+    it. Raises MediaError as `plan_video`."""
     check_sampling(num_frames, fps, limits)
     if isinstance(source, (bytes, bytearray, memoryview)):
         check_size(source, "video", limits)
     try:
-        container = _open_container(source)
+        container = open_video(source)
     except AV_ERRORS + (ValueError,) as exc:
         # the client gets the plain message; the log keeps what FFmpeg / PyAV said
         logger.info(
@@ -171,7 +189,7 @@ def plan_video(
 
     Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frames.
     """
-    plan, container = _open_and_plan(source, num_frames, fps, limits)
+    plan, container = open_and_plan_video(source, num_frames=num_frames, fps=fps, limits=limits)
     container.close()
     return plan
 
@@ -220,8 +238,15 @@ def sample_video(
     Returns VideoFrames (frames (T, H, W, 3) uint8 RGB, timestamps in seconds).
     Raises MediaError: bad num_frames / fps, not a video, too many pixels per frame, no frame decodes.
     """
-    plan, container = _open_and_plan(source, num_frames, fps, limits)
-    wanted = plan.wanted
+    return sample_planned_video(*open_and_plan_video(source, num_frames=num_frames, fps=fps, limits=limits))
+
+
+def sample_planned_video(plan: VideoPlan, container: av.container.InputContainer) -> VideoFrames:
+    """`sample_video` from `open_and_plan_video`'s plan and probed container (which it closes).
+
+    Raises MediaError: no frame decodes.
+    """
+    source, wanted = plan.source, plan.wanted
     try:
         # The probed container is reused: one seek back instead of opening the file again.
         run = PickDecoder(plan.probe, wanted, allow_seek=True, careful=False).run(container, fresh=False)
@@ -233,7 +258,7 @@ def sample_video(
             damaged = bool(run.errors)
             run = PickDecoder(
                 plan.probe, wanted, allow_seek=damaged and not run.overshot, careful=damaged
-            ).run(_open_container(source), fresh=True)
+            ).run(open_video(source), fresh=True)
             decoded += run.decoded
     except MediaError:
         raise
