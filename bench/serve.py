@@ -11,9 +11,8 @@ HTTP parser keeps the generator's own CPU low: on 2 cores it shares them with th
 - `text`:   text only,
 
 `--requests` of each type, interleaved (image2, video, text, image2, ...), at `--concurrency`
-requests in flight, temperature 0, seed 0, `max_tokens` and `ignore_eos` (vLLM honours it; our server
-ignores unknown fields, so compare the output tokens each server actually produced: the tables show
-them per request). Every request starts with its own number, so prefix caching shares only the system
+requests in flight, temperature 0, seed 0, `max_tokens` and `ignore_eos` (vLLM's sampling extra, which
+both servers honour; the per-type table shows the output tokens each server actually produced). Every request starts with its own number, so prefix caching shares only the system
 prompt; the media bytes are identical for both servers (generated once per run).
 
 The servers never run at the same time (they would share the CPU cores): every round starts server
