@@ -182,7 +182,7 @@ def serve(make_app: Any, settings: ServerSettings, sock: socket.socket | None = 
 
     Args:
         make_app: builds the ASGI app given the ``on_fatal`` callback.
-        settings: host, port, log level, drain timeout.
+        settings: host, port, keep-alive timeout, log level, drain timeout.
         sock: an already bound listening socket (:func:`bind_socket`), else uvicorn binds.
     """
     import uvicorn
@@ -214,6 +214,7 @@ def serve(make_app: Any, settings: ServerSettings, sock: socket.socket | None = 
         log_config=None,  # uvicorn's lines go through our root handler: one format (--log-format) for all
         lifespan="on",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         access_log=settings.log_level == "debug",
     )
     server = _make_server_class()(config, app.state.interleave, settings.drain_timeout_seconds)

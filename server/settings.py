@@ -34,6 +34,14 @@ class ServerSettings(BaseSettings):
     # --- listening -------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
+    keep_alive_timeout_seconds: int = Field(
+        75,
+        ge=1,
+        description="Seconds an idle HTTP/1.1 keep-alive connection stays open (uvicorn's "
+        "timeout_keep_alive, whose own default is 5). Keep it above the idle timeout of a load "
+        "balancer that reuses connections (nginx upstream keepalive_timeout and AWS ALB: 60 s), or "
+        "it may send a request on a connection the server is closing.",
+    )
     api_key: str | None = Field(
         None,
         description="If set, /v1/* requires `Authorization: Bearer <key>` (401 otherwise); "

@@ -246,6 +246,10 @@ def test_nginx_template_renders_to_a_valid_configuration(tmp_path: Path) -> None
     (next_upstream,) = _directives(rendered, "proxy_next_upstream")
     assert next_upstream.split() == ["error", "http_503", "non_idempotent"]
     assert _directives(rendered, "proxy_next_upstream_tries") == ["2"]
+    # nginx closes idle upstream connections before the replicas do, so it never reuses one that a
+    # replica is closing
+    (keepalive_timeout,) = _directives(rendered, "keepalive_timeout")
+    assert _seconds(keepalive_timeout) < ServerSettings().keep_alive_timeout_seconds
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------

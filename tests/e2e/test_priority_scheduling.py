@@ -179,7 +179,7 @@ def _run_ordering(server: RunningServer, priority_b: int, priority_c: int) -> li
     """A runs; B, then C are queued behind it; A is closed; returns ["B", "C"] in finishing order."""
     tag = uuid.uuid4().hex[:8]
     ids = {name: f"priority-{name}-{tag}" for name in "ABC"}
-    # one kept-alive connection, polled every 50 ms (far inside uvicorn's 5 s keep-alive)
+    # one kept-alive connection, polled every 50 ms (never idle near the server's keep-alive timeout)
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         assert _num_waiting(client) == 0
         a = _LongStream(server.base_url, ids["A"])

@@ -101,3 +101,28 @@ def test_server_modules_do_not_import_vllm(module):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_keep_alive_timeout_reaches_uvicorn(monkeypatch):
+    """`--keep-alive-timeout-seconds` is uvicorn's `timeout_keep_alive` (75 s by default, above the
+    60 s idle timeout of nginx's upstream keepalive and of an AWS ALB; uvicorn's own is 5 s)."""
+    from server import cli
+    from server.settings import ServerSettings
+
+    configs = []
+
+    class Recorder:
+        def __init__(self, config, state, drain_timeout):
+            configs.append(config)
+
+        def run(self, sockets=None):
+            return None
+
+    from types import SimpleNamespace
+
+    fake_app = SimpleNamespace(state=SimpleNamespace(interleave=None))
+    monkeypatch.setattr(cli, "_make_server_class", lambda: Recorder)
+    assert ServerSettings().keep_alive_timeout_seconds == 75
+    for seconds in (75, 620):
+        assert cli.serve(lambda on_fatal: fake_app, ServerSettings(keep_alive_timeout_seconds=seconds)) == 0
+        assert configs[-1].timeout_keep_alive == seconds
