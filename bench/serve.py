@@ -11,8 +11,9 @@ HTTP parser keeps the generator's own CPU low: on 2 cores it shares them with th
 - `text`:   text only,
 
 `--requests` of each type, interleaved (image2, video, text, image2, ...), at `--concurrency`
-requests in flight, temperature 0, seed 0, `max_tokens` and `ignore_eos` (vLLM's sampling extra, which
-both servers honour; the per-type table shows the output tokens each server actually produced). Every request starts with its own number, so prefix caching shares only the system
+requests in flight, temperature 0, seed 0, `max_tokens` and `ignore_eos` (vLLM's sampling extra,
+which both servers honour; the per-type table shows the output tokens each server actually
+produced). Every request starts with its own number, so prefix caching shares only the system
 prompt; the media bytes are identical for both servers (generated once per run).
 
 The servers never run at the same time (they would share the CPU cores): every round starts server
@@ -370,7 +371,7 @@ def load_client(concurrency: int) -> aiohttp.ClientSession:
 
     aiohttp rather than httpx (which the rest of the project uses) because the generator runs on
     the machine it measures: with httpx's pure-Python HTTP stack it used 0.3 CPU s per round of 36
-    streamed requests on 2 cores, with aiohttp 0.1 s, CPU that the engine of the server under
+    streamed requests on 2 cores, with aiohttp 0.1-0.15 s: CPU that the engine of the server under
     test would otherwise have (the engine column has no client at all). vLLM's own serving
     benchmark uses aiohttp for the same reason.
     """

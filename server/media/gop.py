@@ -102,28 +102,30 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
 
 
 class SharedFrames:
-    """One (rows, H, W, 3) uint8 array that several `PickDecoder`s fill from their own threads, each
-    its own rows, so that parallel runs need no merge copy (for 16 frames of 720p video that copy
-    is 44 MB, and its first touch of fresh memory alone took 80-107 ms on a 2-core VM).
+    """One (len(wanted), H, W, 3) uint8 array that several `PickDecoder`s fill from their own
+    threads, each frame in the row of its pts in `wanted` (all picks of the video, sorted), so that
+    parallel runs need no merge copy (for 16 frames of 720p video that copy is 44 MB, and its first
+    touch of fresh memory alone took 80-107 ms on a 2-core VM).
 
     The array is allocated by the first frame put (its H, W); a frame of another size is refused
     (`put` returns False), as a decoder refuses a size change mid-stream.
     """
 
-    def __init__(self, rows: int):
-        self.rows = rows
+    def __init__(self, wanted: list[int]):
+        self._rows = {pts: i for i, pts in enumerate(wanted)}
         self.array: np.ndarray | None = None
         self._lock = threading.Lock()
 
-    def put(self, row: int, rgb: np.ndarray) -> bool:
-        """Write the (H, W, 3) frame `rgb` into `row`; False when its size differs from the first."""
+    def put(self, pts: int, rgb: np.ndarray) -> bool:
+        """Write the (H, W, 3) frame `rgb` into the row of the wanted `pts`; False when its size
+        differs from the first frame's."""
         if self.array is None:
             with self._lock:
                 if self.array is None:
-                    self.array = np.empty((self.rows, *rgb.shape), dtype=np.uint8)
+                    self.array = np.empty((len(self._rows), *rgb.shape), dtype=np.uint8)
         if rgb.shape != self.array.shape[1:]:
             return False
-        self.array[row] = rgb
+        self.array[self._rows[pts]] = rgb
         return True
 
 
@@ -143,9 +145,8 @@ class PickDecoder:
 
     After `run`: `frames` is (len(wanted), H, W, 3) uint8 (None if nothing decoded), its first
     len(actual) rows the frames of the wanted pts in `actual` (wanted pts -> pts taken), in order
-    (frames are converted straight into it: no second copy). With `shared` (and `rows`, one row
-    per wanted pts), the frames go to `shared.put(rows[i], ...)` instead and `frames` stays None
-    (`taken` counts them); `decoded` counts frames decoded,
+    (frames are converted straight into it: no second copy). With `shared`, the frames go to its
+    rows instead (`SharedFrames.put`) and `frames` stays None; `decoded` counts frames decoded,
     `errors` packets that failed; `overshot` is True when a seek landed after its target (the
     caller then retries without seeking).
     """
@@ -159,12 +160,8 @@ class PickDecoder:
         careful: bool,
         thread_type: str = "AUTO",
         shared: SharedFrames | None = None,
-        rows: list[int] | None = None,
     ):
-        if shared is not None and (rows is None or len(rows) != len(wanted)):
-            raise ValueError("a PickDecoder writing to shared frames needs one row per wanted pts")
         self.shared = shared
-        self.rows = rows
         self.probe = probe
         self.wanted = wanted
         self.allow_seek = allow_seek
@@ -303,8 +300,8 @@ class PickDecoder:
             rgb = _rotate(frame.to_ndarray(format="rgb24"), frame.rotation or 0)
         except AV_ERRORS + (ValueError,):
             return False
-        if self.shared is not None and self.rows is not None:
-            if not self.shared.put(self.rows[self._i], rgb):
+        if self.shared is not None:
+            if not self.shared.put(self.wanted[self._i], rgb):
                 return False  # not the size of the other runs' frames
         else:
             if self.frames is None:

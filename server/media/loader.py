@@ -20,7 +20,7 @@ from server.media.cache import MediaCache, content_digest, content_key, frame_ke
 from server.media.fetch import Fetcher
 from server.media.gop import PickDecoder, SharedFrames
 from server.media.image import ImageDecoder
-from server.media.threaded import close_all, decode_gop_range, gop_ranges, merge_gop_runs, open_spare
+from server.media.threaded import close_all, decode_gop_range, gop_runs, merge_gop_runs, open_spare
 from server.media.video import (
     VideoFrames,
     VideoPlan,
@@ -176,17 +176,15 @@ class MediaLoader:
             except BaseException:
                 close_all(opened)
                 raise
-            ranges, thread_type = gop_ranges(plan, 1 + len(opened))
-            close_all(opened[len(ranges) - 1 :])
-            if len(ranges) <= 1:
+            sets, thread_type = gop_runs(plan, probed, opened)
+            if len(sets) <= 1:
                 video = await self._run(self._sample_planned, plan, probed)
             else:
-                shared = SharedFrames(len(plan.wanted)) if self.resize_to is None else None
-                containers = [probed, *opened[: len(ranges) - 1]]
+                shared = SharedFrames(plan.wanted) if self.resize_to is None else None
                 runs = await asyncio.gather(
                     *(
-                        self._run(self._decode_range, plan, picks, thread_type, c, i > 0, shared)
-                        for i, (picks, c) in enumerate(zip(ranges, containers, strict=True))
+                        self._run(self._decode_range, plan, picks, thread_type, c, fresh, shared)
+                        for picks, c, fresh in sets
                     )
                 )
                 complete = [r for r in runs if r is not None]

@@ -7,9 +7,9 @@ while FFmpeg decodes). `gop_ranges` shares a `VideoPlan`'s GOPs out into sets of
 cost, `decode_gop_range` decodes one set (forward in time), `merge_gop_runs` joins the runs into the
 `VideoFrames` that `sample_video` returns, or gives None when a run had a decode error, a seek that
 overshot or a missing frame: the caller then runs `sample_video` itself (whose careful second pass
-handles damaged files), so the result is always exactly `sample_video`'s. `sample_video_threaded`
-does all of it on its own threads; the
-async `MediaLoader` runs the groups as tasks on its worker pool instead.
+handles damaged files), so the result is always exactly `sample_video`'s. `gop_runs` hands the
+sets to the probed container and the spare ones (`open_spare`). `sample_video_threaded` does all of
+it on its own threads; the async `MediaLoader` runs the same steps as tasks on its worker pool.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "decode_gop_range",
     "gop_groups",
     "gop_ranges",
+    "gop_runs",
     "merge_gop_runs",
     "open_spare",
     "sample_video_threaded",
@@ -133,25 +134,38 @@ def decode_gop_range(
     picks: list[int],
     thread_type: str = "SLICE",
     *,
-    container: av.container.InputContainer | None = None,
-    fresh: bool = True,
+    container: av.container.InputContainer,
+    fresh: bool,
     shared: SharedFrames | None = None,
 ) -> PickDecoder:
     """Decode the picks of one entry of `gop_ranges` with a demuxer of its own over the same source:
     a seek to the set's first key frame (none in the first GOP of a fresh container), then forward
     within each GOP and a seek to the next, as `sample_video`. `container`: one opened over
     `plan.source` (`fresh`: just opened, at the start; False: the probed container of
-    `open_and_plan_video`), else a new one; it is closed when done. `thread_type`: FFmpeg's
-    decoder threading (see `gop_ranges`); the decoded pixels are the same either way. `shared`:
-    the frames go to their rows of `plan.wanted` in it (see `merge_gop_runs`)."""
-    rows = None
-    if shared is not None:
-        row = {pts: i for i, pts in enumerate(plan.wanted)}
-        rows = [row[pts] for pts in picks]
+    `open_and_plan_video`); it is closed when done. `thread_type`: FFmpeg's decoder threading (see
+    `gop_ranges`); the decoded pixels are the same either way. `shared`: the frames go to their
+    rows of `plan.wanted` in it (see `merge_gop_runs`)."""
     decoder = PickDecoder(
-        plan.probe, picks, allow_seek=True, careful=False, thread_type=thread_type, shared=shared, rows=rows
+        plan.probe, picks, allow_seek=True, careful=False, thread_type=thread_type, shared=shared
     )
-    return decoder.run(container if container is not None else open_video(plan.source), fresh=fresh)
+    return decoder.run(container, fresh=fresh)
+
+
+def gop_runs(
+    plan: VideoPlan,
+    probed: av.container.InputContainer,
+    spares: list[av.container.InputContainer],
+) -> tuple[list[tuple[list[int], av.container.InputContainer, bool]], str]:
+    """The sets of `gop_ranges(plan, 1 + len(spares))`, each with the container that decodes it and
+    whether that container is fresh: the first set gets `probed` (not fresh), the others the
+    `spares`; the spares left over are closed. One entry means one GOP holds every pick (the caller
+    then runs `sample_planned_video` on `probed`). Also the decoder threading of `gop_ranges`."""
+    ranges, thread_type = gop_ranges(plan, 1 + len(spares))
+    close_all(spares[len(ranges) - 1 :])
+    containers = [probed, *spares[: len(ranges) - 1]]
+    return [
+        (picks, c, i > 0) for i, (picks, c) in enumerate(zip(ranges, containers, strict=True))
+    ], thread_type
 
 
 def open_spare(source: bytes | str | Path) -> av.container.InputContainer | None:
@@ -176,8 +190,8 @@ def merge_gop_runs(
     """The sampled video from the runs of `gop_ranges(plan, n)`, or None when any run had a decode
     error, a seek that overshot, or a missing frame: the caller then runs the sequential
     `sample_video`, whose careful second pass handles damaged files (so the result is always
-    exactly what `sample_video` returns). `shared`: the runs wrote into it (rows = the picks'
-    places in `plan.wanted`; no copy is made), else each run holds its own frames."""
+    exactly what `sample_video` returns). `shared`: the runs wrote into it (no copy is made), else
+    each run holds its own frames."""
     if any(r.errors or r.overshot or len(r.actual) < len(r.wanted) for r in runs):
         return None
     if shared is not None:
@@ -229,15 +243,13 @@ def sample_video_threaded(
             opened = [c for c in (f.result() for f in spares) if c is not None]
             if planned.exception() is not None:
                 close_all(opened)
-        ranges, thread_type = gop_ranges(plan, 1 + len(opened))
-        close_all(opened[len(ranges) - 1 :])
-        if len(ranges) <= 1:
+        sets, thread_type = gop_runs(plan, probed, opened)
+        if len(sets) <= 1:
             return sample_planned_video(plan, probed)
-        containers = [probed, *opened[: len(ranges) - 1]]
-        shared = SharedFrames(len(plan.wanted))
+        shared = SharedFrames(plan.wanted)
         jobs = [
-            pool.submit(decode_gop_range, plan, picks, thread_type, container=c, fresh=i > 0, shared=shared)
-            for i, (picks, c) in enumerate(zip(ranges, containers, strict=True))
+            pool.submit(decode_gop_range, plan, picks, thread_type, container=c, fresh=fresh, shared=shared)
+            for picks, c, fresh in sets
         ]
         try:
             runs = [job.result() for job in jobs]

@@ -227,10 +227,10 @@ def test_the_loaders_threaded_path_returns_exactly_the_sequential_frames(name):
 def test_shared_frames_refuse_a_frame_of_another_size():
     from server.media.gop import SharedFrames
 
-    shared = SharedFrames(3)
-    assert shared.put(2, np.full((4, 6, 3), 7, np.uint8)) and shared.array is not None
+    shared = SharedFrames([10, 20, 30])  # the picks' pts: rows 0, 1, 2
+    assert shared.put(30, np.full((4, 6, 3), 7, np.uint8)) and shared.array is not None
     assert shared.array.shape == (3, 4, 6, 3) and (shared.array[2] == 7).all()
-    assert not shared.put(0, np.zeros((6, 4, 3), np.uint8))  # a size change: the sequential path decides
+    assert not shared.put(10, np.zeros((6, 4, 3), np.uint8))  # a size change: the sequential path decides
 
 
 def test_the_threaded_sampler_falls_back_on_a_damaged_clip():
