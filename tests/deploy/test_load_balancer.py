@@ -368,14 +368,80 @@ def _describe(sent: list[Sent]) -> str:
     )
 
 
-async def _when_busy(result: LoadResult, replica: Replica, total: int, after: int = 4) -> None:
+class NeverBusy(Exception):
+    """A load ended without the replica to signal ever having a request in flight: nginx sent it
+    nothing (it had marked it down), so the scenario did not take place."""
+
+
+def _never_busy(result: LoadResult, cluster: Cluster, replica: Replica) -> str:
+    """Why ``replica`` may have had nothing in flight: where nginx sent the load, and nginx's errors."""
+    entries = read_access_log(cluster.access_log)
+    names = {r.addr: r.name for r in cluster.replicas}
+    routes = [
+        f"{s.rid}: {[names.get(u, u) for u in e.upstreams]} {list(e.upstream_statuses)}"
+        for s in result.sent
+        if (e := entries.get(s.rid)) is not None
+    ]
+    errors = [
+        line
+        for line in (cluster.nginx_dir / "error.log").read_text(errors="replace").splitlines()
+        if "buffered to a temporary file" not in line
+    ]
+    return (
+        f"{replica.name} had no request in flight during the load; nginx sent the load to:\n  "
+        + "\n  ".join(routes)
+        + "\nnginx error.log (last 15 lines):\n  "
+        + "\n  ".join(errors[-15:])
+    )
+
+
+async def _when_busy(
+    result: LoadResult, cluster: Cluster, replica: Replica, total: int, after: int = 4
+) -> None:
     """Return once ``after`` requests of the load finished and ``replica`` has a request in flight
-    (its own gauge, polled every 20 ms)."""
+    (its own gauge, polled every 20 ms).
+
+    Raises:
+        NeverBusy: the load ended first (with where nginx sent it).
+    """
     while True:
-        assert len(result.sent) < total, f"{replica.name} had no request in flight during the load"
+        if len(result.sent) >= total:
+            raise NeverBusy(_never_busy(result, cluster, replica))
         if len(result.sent) >= after and await _in_flight(replica) >= 1:
             return
         await asyncio.sleep(0.02)
+
+
+def _load_signalling(
+    cluster: Cluster, body, *, tag: str, total: int, victim: Replica, then, capsys
+) -> LoadResult:
+    """A load of ``total`` requests (4 at a time) that awaits ``then()`` once ``victim`` has a
+    request in flight.
+
+    nginx marks a replica down for ``fail_timeout`` after one failed try, and then sends it nothing;
+    a load that ran entirely on the other replica did not test anything. It is run once more, after
+    nginx routes to both replicas again, and what nginx did is printed to the terminal (not captured).
+
+    Raises:
+        AssertionError: the victim had no request in flight in both loads.
+    """
+    for attempt in (1, 2):
+
+        async def during(result: LoadResult) -> None:
+            await _when_busy(result, cluster, victim, total)
+            await then()
+
+        try:
+            return asyncio.run(
+                _run_load(cluster, body, tag=f"{tag}-{attempt}", total=total, concurrency=4, during=during)
+            )
+        except NeverBusy as e:
+            if attempt == 2:
+                raise AssertionError(f"twice: {e}") from None
+            with capsys.disabled():
+                print(f"\n[lb] {tag}: {e}\n[lb] {tag}: running the load again", flush=True)
+            cluster.ensure_both_serving()
+    raise AssertionError("unreachable")
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -399,21 +465,17 @@ def test_mixed_load_succeeds_on_both_replicas(cluster: Cluster) -> None:
     assert "buffered to a temporary file" not in error_log, error_log[-2000:]
 
 
-def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
+def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster, capsys) -> None:
     cluster.ensure_both_serving()
     survivor, victim = cluster.replicas
     killed_at: list[float] = []
 
-    async def kill_when_busy(result: LoadResult) -> None:
-        await _when_busy(result, victim, total)
+    async def kill() -> None:
         killed_at.append(time.perf_counter())
         victim.server.signal_group(signal.SIGKILL)  # the server and its engine processes
 
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="most")
-    total = 24
-    result = asyncio.run(
-        _run_load(cluster, body, tag="kill", total=total, concurrency=4, during=kill_when_busy)
-    )
+    result = _load_signalling(cluster, body, tag="kill", total=24, victim=victim, then=kill, capsys=capsys)
     assert killed_at, "the load ended before the kill"
     victim.server.process.wait(timeout=30)
     t_kill = killed_at[0]
@@ -444,7 +506,7 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster) -> None:
     assert set(nxt.split()) == {survivor.addr}, nxt.split()
 
 
-def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> None:
+def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster, capsys) -> None:
     cluster.ensure_both_serving()
     victim, other = cluster.replicas
     signalled_at: list[float] = []
@@ -455,8 +517,7 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
         code = victim.server.process.wait(timeout=DRAIN_TIMEOUT_S + 90)
         exited["at"], exited["code"] = time.perf_counter(), code
 
-    async def term_when_busy(result: LoadResult) -> None:
-        await _when_busy(result, victim, total)
+    async def term() -> None:
         signalled_at.append(time.perf_counter())
         victim.server.signal_group(signal.SIGTERM)  # the whole group, as systemd or Ctrl-C does
         threading.Thread(target=wait_exit, daemon=True).start()
@@ -474,10 +535,7 @@ def test_sigterm_to_process_group_drains_without_failures(cluster: Cluster) -> N
 
     # every request streams, so what is in flight on the replica at the signal is a stream
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="all")
-    total = 28
-    result = asyncio.run(
-        _run_load(cluster, body, tag="term", total=total, concurrency=4, during=term_when_busy)
-    )
+    result = _load_signalling(cluster, body, tag="term", total=28, victim=victim, then=term, capsys=capsys)
     assert signalled_at and draining_at, "the load ended before the signal"
     t_term = signalled_at[0]
     deadline = time.monotonic() + DRAIN_TIMEOUT_S + 90
