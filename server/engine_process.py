@@ -7,8 +7,13 @@ engine-core process that the server spawns moves into a process group of its own
 plugins there (:func:`on_vllm_process_start`, a ``vllm.general_plugins`` entry point, runs first in
 every vLLM process; the workers the engine core spawns afterwards inherit its group). The server
 stops the engine itself after draining (``AsyncLLM.shutdown``, which signals the engine core
-directly), and the engine core asks the kernel for SIGTERM when the server process dies
-(``PR_SET_PDEATHSIG``), so it never outlives a server that was killed.
+directly), and the engine core asks the kernel for SIGKILL when the server process dies
+(``PR_SET_PDEATHSIG``), so it never outlives a server that was killed; its workers follow it (vLLM's
+death pipe). Not SIGTERM: the kernel sends the death signal each time the engine core passes from an
+exiting thread of the server to the next (measured: 16 SIGTERMs from one SIGKILL of a 40-thread
+parent), and vLLM's engine-core SIGTERM handler (``threading.Event.set`` under a signal) deadlocks on
+such a burst; an engine core and its worker were found hung that way, 38 minutes after their server
+was killed. A server that dies has no request left to finish, so nothing is lost by SIGKILL.
 
 On vLLM's CPU build the engine core also lowers its CPU priority to nice :data:`CPU_ENGINE_NICE`
 (its workers inherit it): there the engine core and its worker spin on the same few cores as the
@@ -50,7 +55,7 @@ def mark_api_process() -> None:
 
 def on_vllm_process_start() -> None:
     """vLLM plugin hook: in an engine-core process spawned by a marked server, leave the server's
-    process group, get SIGTERM when the server dies and, on the CPU build, lower the CPU priority
+    process group, get SIGKILL when the server dies and, on the CPU build, lower the CPU priority
     (:data:`CPU_ENGINE_NICE`). A no-op in every other process."""
     api_pid = os.environ.get(API_PID_ENV)
     if not api_pid or not sys.platform.startswith("linux"):
@@ -63,10 +68,10 @@ def on_vllm_process_start() -> None:
         return  # the server itself, a worker of the engine core, or already detached
     os.setpgid(0, 0)
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
         logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
     if os.getppid() != api:  # the server died before the death signal was armed
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
     if _is_cpu_build():
         os.nice(CPU_ENGINE_NICE)
 
