@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -469,15 +470,21 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster, capsys) -
     cluster.ensure_both_serving()
     survivor, victim = cluster.replicas
     killed_at: list[float] = []
+    engine_processes: list[psutil.Process] = []
 
     async def kill() -> None:
+        # the engine core (in a process group of its own) and its worker: gone with their server
+        engine_processes.extend(psutil.Process(victim.server.process.pid).children(recursive=True))
         killed_at.append(time.perf_counter())
-        victim.server.signal_group(signal.SIGKILL)  # the server and its engine processes
+        victim.server.signal_group(signal.SIGKILL)  # the server's group: the server itself
 
     body = mixed(cluster.model, streams_max_tokens=STREAM_MAX_TOKENS, streams="most")
     result = _load_signalling(cluster, body, tag="kill", total=24, victim=victim, then=kill, capsys=capsys)
     assert killed_at, "the load ended before the kill"
     victim.server.process.wait(timeout=30)
+    assert engine_processes, "the server had no engine processes"
+    _, left = psutil.wait_procs(engine_processes, timeout=30)
+    assert not left, f"engine processes outlived their killed server: {left}"
     t_kill = killed_at[0]
     in_flight_on_victim = [
         s
