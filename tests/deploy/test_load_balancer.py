@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.load import Outcome, mixed_body, send_chat
 from harness.media import data_url, gradient_image, png_bytes
+from harness.processes import wait_gone
 from harness.servers import (
     TINY_ENGINE_FLAGS,
     RunningServer,
@@ -483,7 +484,7 @@ def test_sigkill_fails_only_requests_in_flight_on_it(cluster: Cluster, capsys) -
     assert killed_at, "the load ended before the kill"
     victim.server.process.wait(timeout=30)
     assert engine_processes, "the server had no engine processes"
-    _, left = psutil.wait_procs(engine_processes, timeout=30)
+    left = wait_gone(engine_processes, timeout=30)
     assert not left, f"engine processes outlived their killed server: {left}"
     t_kill = killed_at[0]
     in_flight_on_victim = [

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from harness.processes import alive
+
 BIN = Path(sys.executable).parent
 """The venv's bin folder (ray, serve)."""
 
@@ -129,16 +131,16 @@ class RayCluster:
                     seen[c.pid] = c
             except psutil.NoSuchProcess:
                 continue
-        alive = [p for p in seen.values() if _alive(p)]
-        for p in alive:
+        running = [p for p in seen.values() if alive(p)]
+        for p in running:
             self._seen.setdefault(p.pid, p)
-        return alive
+        return running
 
     def processes_seen_alive(self) -> list[psutil.Process]:
         """Every process :meth:`processes` ever saw that still runs (same pid and start time), also
         those that lost their parent (an engine core whose replica was killed)."""
         self.processes()
-        return [p for p in self._seen.values() if _alive(p)]
+        return [p for p in self._seen.values() if alive(p)]
 
     def tree_pss_mib(self, pid: int) -> int:
         """Proportional set size (MiB) of process ``pid`` and all its descendants."""
@@ -196,13 +198,6 @@ def _pss_mib(procs: list[psutil.Process]) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return round(total / 2**20)
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _free_ports(n: int) -> list[int]:

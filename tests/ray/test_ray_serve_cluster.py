@@ -23,6 +23,7 @@ import yaml
 from ray_app import APP, DEPLOY_TIMEOUT_S, DEPLOYMENT, NUM_REPLICAS, TINY_ARGS, mixed_bodies
 
 from harness.load import Outcome, mixed_body, run_load, send_chat, summary
+from harness.processes import alive, wait_gone
 from server.ray_serve import REPLICA_HEADER
 
 ROUNDS = 2
@@ -151,7 +152,7 @@ def test_killed_replica_is_replaced_and_requests_not_on_it_succeed(cluster, depl
     assert len(new_ids) == 1, replicas
 
     # the victim's engine processes went with it (no engine left behind by a killed replica)
-    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], children
+    assert not [p for p in children if alive(p)], children
 
     # and the replacement serves: requests spread over both replicas again (bounded attempts)
     seen: set[str] = set()
@@ -244,8 +245,8 @@ def test_removing_the_app_drains_in_flight_requests(cluster, deployed, tmp_path)
     assert removed_at and removed_at[0] < done_at, "the stream ended before the app was removed"
     assert statuses <= {"DELETING", "NOT_STARTED"}, statuses
     assert serving_alive_at_done, "the replica serving the stream stopped before the stream ended"
-    gone, alive = psutil.wait_procs(trees, timeout=120)
-    assert not alive, f"still running after the app was removed: {alive}"
+    left = wait_gone(trees, timeout=120)
+    assert not left, f"still running after the app was removed: {left}"
 
 
 def test_serve_run_of_the_import_path(cluster, deployed, reference, tiny_checkpoint_path, numbers):

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -117,8 +118,6 @@ def test_the_keep_alive_timeout_reaches_uvicorn(monkeypatch):
 
         def run(self, sockets=None):
             return None
-
-    from types import SimpleNamespace
 
     fake_app = SimpleNamespace(state=SimpleNamespace(interleave=None))
     monkeypatch.setattr(cli, "_make_server_class", lambda: Recorder)

@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from harness.processes import alive, wait_gone
 from server import engine_process
 
 pytestmark = pytest.mark.unit
@@ -80,14 +82,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_engine_core_dies_with_a_killed_server_even_if_its_sigterm_handler_hangs(tmp_path: Path):
     pid_file = tmp_path / "engine-core.pid"
@@ -98,21 +92,19 @@ def test_engine_core_dies_with_a_killed_server_even_if_its_sigterm_handler_hangs
         env={**os.environ, "PYTHONPATH": str(repo)},
         start_new_session=True,
     )
+    engine_core: psutil.Process | None = None
     try:
         deadline = time.monotonic() + 60
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
             assert server.poll() is None, "the server process ended early"
             time.sleep(0.05)
-        engine_core = int(pid_file.read_text())
-        assert os.getpgid(engine_core) == engine_core  # detached from the server's group
+        engine_core = psutil.Process(int(pid_file.read_text()))
+        assert os.getpgid(engine_core.pid) == engine_core.pid  # detached from the server's group
         server.kill()  # as the OOM killer or `docker kill` would
         server.wait(10)
-        deadline = time.monotonic() + 10
-        while _alive(engine_core) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(engine_core), "the engine core outlived its killed server"
+        assert not wait_gone([engine_core], timeout=10), "the engine core outlived its killed server"
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
-        if pid_file.exists() and pid_file.read_text() and _alive(int(pid_file.read_text())):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        if engine_core is not None and alive(engine_core):
+            engine_core.kill()
